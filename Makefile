@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint bench migrate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+## run: install, generate dev secrets, migrate, seed synthetic demo data, serve on :8000
+run: $(STAMP)
+	$(BIN)/referral dev
+
+## test: install and run the whole suite on SQLite, then on PostgreSQL if
+## REFERRAL_TEST_DATABASE_URL is set (each run in a fresh database it creates and drops)
+test: $(STAMP)
+	env -u REFERRAL_TEST_DATABASE_URL $(BIN)/pytest -q
+	@if [ -n "$$REFERRAL_TEST_DATABASE_URL" ]; then \
+		echo "--- again on PostgreSQL"; \
+		$(BIN)/pytest -q; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check referral tests migrations/env.py
+	$(BIN)/hadolint Dockerfile
+
+migrate: $(STAMP)
+	$(BIN)/referral db upgrade
+
+bench: $(STAMP)
+	@echo "make bench: not yet built (issue 7: performance and resilience)." && exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""referral: case management for a municipal referral mechanism (P/CVE)."""

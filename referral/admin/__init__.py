@@ -1,0 +1,1 @@
+"""Administration of municipalities, organisations and user accounts (admin role only)."""

@@ -1,0 +1,35 @@
+"""Mounts the feature routers. Every route needs authentication and authorisation unless it
+is on PUBLIC_ROUTES; tests/test_route_inventory.py fails the suite for any other route."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from referral.admin.router import router as admin_router
+from referral.auth.router import router as auth_router
+from referral.health.router import router as health_router
+from referral.routing import ProblemRoute
+
+API_PREFIX = "/api/v1"
+
+# (method, path) pairs reachable without a token.
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/livez"),
+        ("GET", "/readyz"),
+        ("POST", f"{API_PREFIX}/auth/token"),
+        ("POST", f"{API_PREFIX}/auth/refresh"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
+    }
+)
+
+
+def mount(app: FastAPI) -> None:
+    api = APIRouter(prefix=API_PREFIX, route_class=ProblemRoute)
+    for feature in (auth_router, admin_router):
+        api.include_router(feature)
+    app.include_router(health_router)
+    app.include_router(api)

@@ -1,0 +1,82 @@
+"""The audit trail: one event per read, change, sign-in and denied attempt.
+
+An allowed action's event is added to the request's own session, so it commits or rolls back
+with the change it describes. A denied or failed attempt is written by `record_denied` in a
+transaction of its own, after the request's transaction has rolled back.
+
+Events carry ids, codes and field names only: never a personal value.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from fastapi import Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from referral.authz.actor import Actor
+from referral.models import AuditEvent
+
+logger = logging.getLogger("referral.audit")
+
+
+def _actor_of(request: Request) -> Actor | None:
+    return getattr(request.state, "actor", None)
+
+
+def build_event(
+    request: Request,
+    *,
+    action: str,
+    outcome: str = "allowed",
+    resource_type: str | None = None,
+    resource_ids: Iterable[uuid.UUID | str] = (),
+    fields: Iterable[str] = (),
+    status_code: int | None = None,
+    actor: Actor | None = None,
+    purpose: str | None = None,
+) -> AuditEvent:
+    actor = actor or _actor_of(request)
+    return AuditEvent(
+        actor_user_id=actor.user_id if actor else None,
+        actor_role=actor.role if actor else None,
+        actor_organisation_id=actor.organisation_id if actor else None,
+        actor_municipality_id=actor.municipality_id if actor else None,
+        action=action,
+        resource_type=resource_type,
+        resource_ids=[str(r) for r in resource_ids],
+        outcome=outcome,
+        status_code=status_code,
+        request_id=getattr(request.state, "request_id", None),
+        client_address=request.client.host if request.client else None,
+        purpose=purpose,
+        fields=sorted(fields),
+    )
+
+
+def record(session: AsyncSession, request: Request, **kwargs: object) -> None:
+    """Add an event to the request's transaction (flushed with the change it describes)."""
+    session.add(build_event(request, **kwargs))  # type: ignore[arg-type]
+
+
+async def record_denied(request: Request, status_code: int, reason: str) -> None:
+    """Write a denied attempt in its own transaction; never lets a failure hide the denial."""
+    route = request.scope.get("route")
+    action = getattr(route, "name", None) or "unknown_route"
+    path_ids = [str(v) for v in request.path_params.values()]
+    event = build_event(
+        request,
+        action=action,
+        outcome="denied",
+        resource_ids=path_ids,
+        status_code=status_code,
+        purpose=reason,
+    )
+    try:
+        async with request.app.state.sessionmaker() as session, session.begin():
+            session.add(event)
+    except Exception:
+        logger.exception("could not write the audit event of a denied request")
+        raise

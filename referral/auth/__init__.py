@@ -1,0 +1,1 @@
+"""Who you are: passwords, tokens, sign-in, refresh, lock-out."""

@@ -1,0 +1,64 @@
+"""What you may do: one decision point for single objects and for lists.
+
+`can()` answers "may this actor do X to this object"; `scope_filter()` answers "which
+objects may this actor list" as a SQL condition. Both read the same grant and the same
+resource spec. Routes use them through `authorize()` (see dependencies.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import false, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from referral.authz.actor import Actor
+from referral.authz.policy import AccessPolicy, Grant, Scope
+from referral.authz.resources import RESOURCES
+
+__all__ = ["RESOURCES", "AccessPolicy", "Actor", "can", "can_type", "scope_filter"]
+
+
+def can_type(policy: AccessPolicy, actor: Actor, action: str, resource: str) -> Grant | None:
+    """The grant that lets the actor do `action` on some objects of this type, or None."""
+    grant = policy.grant(actor.role, resource)
+    if grant is None or action not in grant.actions:
+        return None
+    return grant
+
+
+def _in_scope(grant: Grant, actor: Actor, resource: str, obj: Any) -> bool:
+    spec = RESOURCES[resource]
+    if grant.scope is Scope.all:
+        return True
+    if grant.scope is Scope.municipality:
+        return (
+            actor.municipality_id is not None
+            and spec.municipality_attr is not None
+            and getattr(obj, spec.municipality_attr) == actor.municipality_id
+        )
+    return spec.owner_attr is not None and getattr(obj, spec.owner_attr) == actor.user_id
+
+
+def can(policy: AccessPolicy, actor: Actor, action: str, resource: str, obj: Any) -> bool:
+    grant = can_type(policy, actor, action, resource)
+    return grant is not None and _in_scope(grant, actor, resource, obj)
+
+
+def scope_filter(
+    policy: AccessPolicy, actor: Actor, action: str, resource: str
+) -> ColumnElement[bool]:
+    """The WHERE condition selecting exactly the objects `can()` would allow."""
+    grant = can_type(policy, actor, action, resource)
+    spec = RESOURCES[resource]
+    if grant is None:
+        return false()
+    if grant.scope is Scope.all:
+        return true()
+    if grant.scope is Scope.municipality:
+        if actor.municipality_id is None or spec.municipality_attr is None:
+            return false()
+        return getattr(spec.model, spec.municipality_attr) == actor.municipality_id
+    if spec.owner_attr is None:
+        return false()
+    return getattr(spec.model, spec.owner_attr) == actor.user_id

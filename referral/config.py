@@ -1,0 +1,103 @@
+"""Settings, read from the environment with the REFERRAL_ prefix.
+
+Outside development mode the app refuses to start with a missing, short or example secret,
+and names the setting that is wrong.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_BYTES = 32
+
+# Placeholders that appear in documentation; a deployment that copied one is refused.
+EXAMPLE_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "example",
+        "replace-with-32-random-bytes-from-a-secret-store",
+        "0123456789abcdef0123456789abcdef",
+    }
+)
+
+SECRET_FIELDS = ("jwt_secret",)
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class DatabaseSettings(BaseSettings):
+    """Just what migrations need, so `alembic upgrade` does not require the app's secrets."""
+
+    model_config = SettingsConfigDict(env_prefix="REFERRAL_", frozen=True, extra="ignore")
+
+    database_url: str = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'referral.db'}"
+
+
+class Settings(DatabaseSettings):
+    env: Environment = Environment.production
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_pool_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "referral"
+    jwt_audience: str = "referral-api"
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_hours: int = Field(default=12, ge=1, le=24 * 14)
+
+    login_max_failures: int = Field(default=5, ge=1)
+    login_backoff_base_seconds: int = Field(default=30, ge=1)
+    login_backoff_max_seconds: int = Field(default=900, ge=1)
+    password_hash_concurrency: int = Field(default=2, ge=1)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    docs_enabled: bool = True
+    policies_dir: Path = PROJECT_ROOT / "policies"
+    alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
+    var_dir: Path = PROJECT_ROOT / "var"
+
+    @model_validator(mode="after")
+    def _secrets_are_strong(self) -> Settings:
+        if self.env is Environment.development:
+            return self
+        problems = [problem for name in SECRET_FIELDS if (problem := _secret_problem(self, name))]
+        if problems:
+            raise ValueError("refusing to start: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def jwt_key(self) -> str:
+        if self.jwt_secret is None:
+            raise RuntimeError("REFERRAL_JWT_SECRET is not set")
+        return self.jwt_secret.get_secret_value()
+
+
+def _secret_problem(settings: Settings, name: str) -> str | None:
+    env_name = f"REFERRAL_{name.upper()}"
+    value: SecretStr | None = getattr(settings, name)
+    if value is None or not value.get_secret_value():
+        return f"{env_name} is missing"
+    raw = value.get_secret_value()
+    if raw.strip().lower() in EXAMPLE_SECRETS:
+        return f"{env_name} is an example value; generate one with `referral secrets`"
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        return f"{env_name} is shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+def get_settings() -> Settings:
+    return Settings()

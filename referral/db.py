@@ -1,0 +1,76 @@
+"""Database engine and sessions.
+
+One request, one transaction: the session dependency opens a transaction, the handler and
+its services only flush, and the dependency commits once before the response is sent (or
+rolls back when anything raised). Facts that must survive a failed request (a failed login,
+a denied attempt) go through `independent_session()`, in a transaction of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from referral.config import Settings
+from referral.errors import ServiceUnavailable
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            settings.database_url, connect_args={"timeout": 30}, pool_pre_ping=False
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessionmaker
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    try:
+        async with _sessionmaker(request)() as session, session.begin():
+            yield session
+    except PoolTimeout as exc:
+        raise ServiceUnavailable(
+            "The database is busy; try again shortly.", headers={"Retry-After": "2"}
+        ) from exc
+
+
+# scope="function": commit happens before the response is sent, so a failed commit is an
+# error response and never a silent loss behind a 200.
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+@asynccontextmanager
+async def independent_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A separate, immediately committed transaction (outcome survives the request's rollback)."""
+    async with _sessionmaker(request)() as session, session.begin():
+        yield session

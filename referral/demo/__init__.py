@@ -1,0 +1,1 @@
+"""Synthetic demo data for development. Never real people; never outside development mode."""

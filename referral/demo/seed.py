@@ -1,0 +1,171 @@
+"""Seed clearly-marked synthetic demo data once: the 38 municipalities of Kosovo in their 7
+regions, organisations of every agency type, and users of every role in two municipalities.
+
+Passwords are random, printed once and kept in var/demo-logins.txt (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+
+from sqlmodel import select
+
+from referral.auth import passwords
+from referral.bootstrap import national_admin_organisation
+from referral.config import Environment, Settings
+from referral.db import create_engine, create_sessionmaker
+from referral.models import Municipality, Organisation, User
+from referral.models.enums import Agency, Role
+
+MUNICIPALITIES: dict[str, tuple[str, ...]] = {
+    "Prishtina": (
+        "Prishtinë",
+        "Podujevë",
+        "Obiliq",
+        "Fushë Kosovë",
+        "Lipjan",
+        "Drenas",
+        "Graçanicë",
+        "Novobërdë",
+    ),
+    "Mitrovica": (
+        "Mitrovicë",
+        "Mitrovicë e Veriut",
+        "Vushtrri",
+        "Skenderaj",
+        "Zveçan",
+        "Zubin Potok",
+        "Leposaviq",
+    ),
+    "Peja": ("Pejë", "Istog", "Klinë", "Deçan", "Junik"),
+    "Prizren": ("Prizren", "Dragash", "Suharekë", "Malishevë", "Mamushë"),
+    "Ferizaj": ("Ferizaj", "Shtime", "Kaçanik", "Shtërpcë", "Hani i Elezit"),
+    "Gjilan": ("Gjilan", "Kamenicë", "Viti", "Ranillug", "Partesh", "Kllokot"),
+    "Gjakova": ("Gjakovë", "Rahovec"),
+}
+DEMO_MUNICIPALITIES = ("gjilan", "prishtine")
+DEMO_MARK = "[DEMO]"
+
+
+def municipality_code(name: str) -> str:
+    table = str.maketrans({"ë": "e", "ç": "c", "Ë": "e", "Ç": "c", " ": "-"})
+    return name.translate(table).lower()
+
+
+def _demo_password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+
+
+class DemoRefused(RuntimeError):
+    pass
+
+
+async def seed_demo(settings: Settings) -> str:
+    """Seed once and return the demo logins text (read back from var/ on later runs)."""
+    if settings.env is not Environment.development:
+        raise DemoRefused("demo data is only ever seeded in development mode")
+    logins_file = settings.var_dir / "demo-logins.txt"
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            already = (await session.exec(select(Municipality.id).limit(1))).first()
+            if already is not None:
+                if logins_file.exists():
+                    return logins_file.read_text()
+                return "demo data already present (var/demo-logins.txt is gone)"
+            logins = await _seed(session)
+    finally:
+        await engine.dispose()
+    text = _format_logins(logins)
+    settings.var_dir.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(logins_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return text
+
+
+async def _seed(session) -> list[tuple[str, str, str]]:
+    by_code: dict[str, Municipality] = {}
+    for region, names in MUNICIPALITIES.items():
+        for name in names:
+            municipality = Municipality(code=municipality_code(name), name=name, region=region)
+            session.add(municipality)
+            by_code[municipality.code] = municipality
+    await session.flush()
+
+    logins: list[tuple[str, str, str]] = []
+
+    async def add_user(
+        username: str, role: Role, organisation: Organisation, municipality: Municipality | None
+    ) -> None:
+        password = _demo_password()
+        session.add(
+            User(
+                username=username,
+                display_name=f"{DEMO_MARK} {role.value.replace('_', ' ')} {username}",
+                role=role,
+                organisation_id=organisation.id,
+                municipality_id=municipality.id if municipality else None,
+                password_hash=await passwords.hash_password(password),
+            )
+        )
+        logins.append((username, role.value, password))
+
+    for code in DEMO_MUNICIPALITIES:
+        municipality = by_code[code]
+        organisations = {}
+        for agency in Agency:
+            organisation = Organisation(
+                name=f"{DEMO_MARK} {municipality.name} {agency.value.replace('_', ' ')}",
+                agency=agency,
+                municipality_id=municipality.id,
+            )
+            session.add(organisation)
+            organisations[agency] = organisation
+        await session.flush()
+        await add_user(
+            f"{code}.referrer.school", Role.referrer, organisations[Agency.education], municipality
+        )
+        await add_user(
+            f"{code}.referrer.health", Role.referrer, organisations[Agency.health], municipality
+        )
+        await add_user(
+            f"{code}.coordinator",
+            Role.coordinator,
+            organisations[Agency.municipality],
+            municipality,
+        )
+        for agency, organisation in organisations.items():
+            await add_user(
+                f"{code}.panel.{agency.value}", Role.panel_member, organisation, municipality
+            )
+        await add_user(
+            f"{code}.analyst", Role.analyst, organisations[Agency.municipality], municipality
+        )
+
+    national = Organisation(
+        name=f"{DEMO_MARK} National coordinator's office", agency=Agency.municipality
+    )
+    oversight = Organisation(
+        name=f"{DEMO_MARK} Data protection oversight", agency=Agency.municipality
+    )
+    session.add_all([national, oversight])
+    await session.flush()
+    admin_org = await national_admin_organisation(session)
+    await add_user("national.analyst", Role.national_analyst, national, None)
+    await add_user("national.auditor", Role.auditor, oversight, None)
+    await add_user("demo.admin", Role.admin, admin_org, None)
+    await session.flush()
+    return logins
+
+
+def _format_logins(logins: list[tuple[str, str, str]]) -> str:
+    lines = [
+        "Demo logins (synthetic development data; kept in var/demo-logins.txt, mode 0600):",
+        f"  {'username':<34} {'role':<18} password",
+    ]
+    lines += [f"  {u:<34} {r:<18} {p}" for u, r, p in logins]
+    return "\n".join(lines) + "\n"

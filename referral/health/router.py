@@ -1,0 +1,35 @@
+"""/livez: the process answers. /readyz: the database answers and is migrated to head."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+
+from referral.errors import ServiceUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", summary="Liveness: no dependencies")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database reachable and migrated to head")
+async def readyz(request: Request) -> dict[str, str]:
+    expected: str = request.app.state.migration_head
+    try:
+        async with request.app.state.engine.connect() as connection:
+            current = (
+                await connection.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar_one_or_none()
+    except Exception as exc:
+        raise ServiceUnavailable(
+            "The database is not reachable.", headers={"Retry-After": "5"}
+        ) from exc
+    if current != expected:
+        raise ServiceUnavailable(
+            "The database is not migrated to the version this release needs.",
+            headers={"Retry-After": "30"},
+        )
+    return {"status": "ready", "migration": current}

@@ -1,0 +1,83 @@
+"""create_app(): settings, policies, database, middleware, error handlers, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from referral import api, audit
+from referral.auth import passwords
+from referral.authz.policy import load_access_policy
+from referral.config import Settings, get_settings
+from referral.db import create_engine, create_sessionmaker
+from referral.errors import ProblemError, install_error_handlers
+from referral.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+logger = logging.getLogger("referral")
+
+# Denials worth an audit event: an attacker probing, or a user reaching past their scope.
+AUDITED_DENIALS = frozenset({401, 403, 404, 429})
+
+
+def migration_head(settings: Settings) -> str:
+    config = Config(str(settings.alembic_ini))
+    config.set_main_option("script_location", str(settings.alembic_ini.parent / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise RuntimeError("no Alembic migrations found")
+    return head
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    access_policy = load_access_policy(settings.policies_dir / "access.yaml")
+    passwords.configure(settings.password_hash_concurrency)
+    engine = create_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="referral",
+        version="0.1.0",
+        summary="Case management for a municipal referral mechanism (P/CVE).",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.access_policy = access_policy
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.migration_head = migration_head(settings)
+
+    install_error_handlers(app)
+    _install_denial_audit(app)
+    api.mount(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _install_denial_audit(app: FastAPI) -> None:
+    """Denied attempts are audited in their own transaction, after the request rolled back."""
+    problem_handler = app.exception_handlers[ProblemError]
+
+    async def audited_problem(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, ProblemError):  # registered for ProblemError only
+            raise exc
+        if exc.status in AUDITED_DENIALS and request.url.path.startswith(api.API_PREFIX):
+            await audit.record_denied(request, exc.status, exc.slug)
+        return await problem_handler(request, exc)
+
+    app.add_exception_handler(ProblemError, audited_problem)

@@ -1,0 +1,52 @@
+"""The route class of every API route: refuses a body of the wrong media type with 415.
+
+FastAPI on its own would hand a non-JSON body to validation and answer 422, which tells the
+client the wrong thing; 415 says "send JSON" (or a form, for the sign-in route).
+"""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response, params
+from fastapi.routing import APIRoute
+
+from referral.errors import UnsupportedMediaType
+
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _media_type(request: Request) -> str | None:
+    value = request.headers.get("content-type")
+    if not value:
+        return None
+    message = email.message.Message()
+    message["content-type"] = value
+    return message.get_content_type()
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+class ProblemRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+        expects_form = isinstance(self.body_field.field_info, params.Form)
+
+        async def checked_handler(request: Request) -> Response:
+            media_type = _media_type(request)
+            if media_type is not None:
+                ok = media_type in FORM_TYPES if expects_form else _is_json(media_type)
+                if not ok:
+                    wanted = "a form" if expects_form else "application/json"
+                    raise UnsupportedMediaType(f"This endpoint accepts {wanted}.")
+            return await handler(request)
+
+        return checked_handler

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from referral import migrate
+from referral.auth.passwords import hash_password_sync
+from referral.config import Environment, Settings
+from referral.main import create_app
+from referral.models import Municipality, Organisation, User
+from referral.models.enums import Agency, Role
+from tests.databases import PG_ENV, TestDatabase, postgres_server_url
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database backend: {'postgresql' if postgres_server_url() else 'sqlite'}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    server = postgres_server_url()
+    if server is None:
+        return
+    from tests.databases import _admin
+
+    try:
+        asyncio.run(_admin(server, "SELECT 1"))
+    except Exception as exc:  # a missing PostgreSQL is a failure, never a skip
+        pytest.exit(f"{PG_ENV} is set but PostgreSQL is not reachable: {exc}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def test_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
+    database = TestDatabase.create(tmp_path_factory.mktemp("db"))
+    try:
+        migrate.upgrade(database.url)
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture(scope="session")
+def settings(test_db: TestDatabase) -> Settings:
+    return Settings(
+        env=Environment.test,
+        database_url=test_db.url,
+        jwt_secret=secrets.token_urlsafe(48),
+        password_hash_concurrency=4,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings):
+    application = create_app(settings)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+# --- the directory that tests act in -----------------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Account:
+    id: uuid.UUID
+    username: str
+    role: str
+    organisation_id: uuid.UUID
+    municipality_id: uuid.UUID | None
+    password: str = PASSWORD
+
+
+class World:
+    """Creates municipalities, organisations and accounts directly, for test setup only."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._hash = hash_password_sync(PASSWORD)
+
+    async def municipality(self, region: str = "Gjilan") -> Municipality:
+        code = f"m-{uuid.uuid4().hex[:10]}"
+        municipality = Municipality(code=code, name=f"Testville {code}", region=region)
+        async with self.app.state.sessionmaker() as s, s.begin():
+            s.add(municipality)
+        return municipality
+
+    async def organisation(
+        self, agency: Agency = Agency.education, municipality: Municipality | None = None
+    ) -> Organisation:
+        organisation = Organisation(
+            name=f"Test {agency.value} {uuid.uuid4().hex[:6]}",
+            agency=agency,
+            municipality_id=municipality.id if municipality else None,
+        )
+        async with self.app.state.sessionmaker() as s, s.begin():
+            s.add(organisation)
+        return organisation
+
+    async def account(
+        self,
+        role: Role,
+        *,
+        agency: Agency = Agency.education,
+        municipality: Municipality | None = None,
+        password: str | None = None,
+    ) -> Account:
+        national = self.app.state.access_policy.is_national(role)
+        if not national and municipality is None:
+            municipality = await self.municipality()
+        organisation = await self.organisation(agency, None if national else municipality)
+        username = f"{role.value}.{uuid.uuid4().hex[:10]}"
+        user = User(
+            username=username,
+            display_name=f"Synthetic {role.value}",
+            role=role,
+            organisation_id=organisation.id,
+            municipality_id=None if national else municipality.id,
+            password_hash=hash_password_sync(password) if password else self._hash,
+        )
+        async with self.app.state.sessionmaker() as s, s.begin():
+            s.add(user)
+        return Account(
+            user.id,
+            username,
+            role.value,
+            organisation.id,
+            user.municipality_id,
+            password or PASSWORD,
+        )
+
+    async def user_row(self, user_id: uuid.UUID) -> User:
+        async with self.app.state.sessionmaker() as s:
+            return (await s.exec(select(User).where(User.id == user_id))).one()
+
+
+@pytest.fixture
+def world(app) -> World:
+    return World(app)
+
+
+async def login(client: httpx.AsyncClient, account: Account) -> dict:
+    response = await client.post(
+        "/api/v1/auth/token", data={"username": account.username, "password": account.password}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bearer(tokens: dict) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+async def signed_in(client, world):
+    """Factory: an account of a role, signed in; returns (account, auth headers)."""
+
+    async def make(role: Role, **kwargs) -> tuple[Account, dict[str, str]]:
+        account = await world.account(role, **kwargs)
+        return account, bearer(await login(client, account))
+
+    return make
