@@ -42,6 +42,7 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFERRAL_", frozen=True, extra="ignore")
 
     database_url: str = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'referral.db'}"
+    alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
 
 
 class Settings(DatabaseSettings):
@@ -63,7 +64,6 @@ class Settings(DatabaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     docs_enabled: bool = True
     policies_dir: Path = PROJECT_ROOT / "policies"
-    alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
     var_dir: Path = PROJECT_ROOT / "var"
 
     @model_validator(mode="after")

@@ -6,12 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from referral import api, audit
+from referral import api, audit, migrate
 from referral.auth import passwords
 from referral.authz.policy import load_access_policy
 from referral.config import Settings, get_settings
@@ -26,8 +25,7 @@ AUDITED_DENIALS = frozenset({401, 403, 404, 429})
 
 
 def migration_head(settings: Settings) -> str:
-    config = Config(str(settings.alembic_ini))
-    config.set_main_option("script_location", str(settings.alembic_ini.parent / "migrations"))
+    config = migrate.alembic_config(settings.database_url, settings.alembic_ini)
     head = ScriptDirectory.from_config(config).get_current_head()
     if head is None:
         raise RuntimeError("no Alembic migrations found")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 
-from referral.config import PROJECT_ROOT
+from referral.config import DatabaseSettings
 
 
-def alembic_config(database_url: str, ini_path=PROJECT_ROOT / "alembic.ini") -> Config:
+def alembic_config(database_url: str, ini_path: Path | None = None) -> Config:
+    ini_path = ini_path or DatabaseSettings().alembic_ini
     config = Config(str(ini_path))
     config.set_main_option("script_location", str(ini_path.parent / "migrations"))
     config.attributes["database_url"] = database_url

@@ -17,7 +17,7 @@ from referral.config import Environment, Settings
 from referral.main import create_app
 from referral.models import Municipality, Organisation, User
 from referral.models.enums import Agency, Role
-from tests.databases import PG_ENV, TestDatabase, postgres_server_url
+from tests.databases import PG_ENV, ScratchDatabase, postgres_server_url
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -39,8 +39,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
-    database = TestDatabase.create(tmp_path_factory.mktemp("db"))
+def test_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScratchDatabase]:
+    database = ScratchDatabase.create(tmp_path_factory.mktemp("db"))
     try:
         migrate.upgrade(database.url)
         yield database
@@ -49,7 +49,7 @@ def test_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
 
 
 @pytest.fixture(scope="session")
-def settings(test_db: TestDatabase) -> Settings:
+def settings(test_db: ScratchDatabase) -> Settings:
     return Settings(
         env=Environment.test,
         database_url=test_db.url,

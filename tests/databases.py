@@ -40,7 +40,7 @@ async def _admin(server_url: str, statement: str) -> None:
         await connection.close()
 
 
-class TestDatabase:
+class ScratchDatabase:
     """One fresh database. `url` is an async SQLAlchemy URL."""
 
     def __init__(self, url: str, server_url: str | None, name: str | None) -> None:
@@ -53,7 +53,7 @@ class TestDatabase:
         return self.server_url is not None
 
     @classmethod
-    def create(cls, tmp_dir: Path, label: str = "main") -> TestDatabase:
+    def create(cls, tmp_dir: Path, label: str = "main") -> ScratchDatabase:
         server = postgres_server_url()
         if server is None:
             path = tmp_dir / f"referral-{label}-{uuid.uuid4().hex[:8]}.db"

@@ -70,7 +70,6 @@ async def sign_in(
         action="auth.login",
         resource_type="account",
         resource_ids=[outcome.user.id],
-        actor=None,
         purpose="sign_in",
     )
     return _pair(settings, outcome.tokens)

@@ -1,0 +1,59 @@
+"""Sign-ins, refreshes and denials leave audit events with ids and codes, never personal data.
+
+(The tamper-evident chain and the auditor's API are built on top of these events later.)
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import select
+
+from referral.models import AuditEvent
+from referral.models.enums import Role
+from tests.conftest import bearer, login
+
+
+async def _events_since(app, seq: int) -> list[AuditEvent]:
+    async with app.state.sessionmaker() as s:
+        return list(
+            await s.exec(select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq))
+        )
+
+
+async def _head(app) -> int:
+    async with app.state.sessionmaker() as s:
+        events = (await s.exec(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()))).first()
+    return events or 0
+
+
+async def test_sign_in_success_failure_and_refresh_are_audited(client, app, world):
+    account = await world.account(Role.coordinator)
+    start = await _head(app)
+    await client.post(
+        "/api/v1/auth/token", data={"username": account.username, "password": "wrong password!"}
+    )
+    tokens = await login(client, account)
+    await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await client.post("/api/v1/auth/logout", headers=bearer(tokens))
+    events = await _events_since(app, start)
+    summary = [(e.action, e.outcome) for e in events]
+    assert summary == [
+        ("auth.login", "denied"),
+        ("auth.login", "allowed"),
+        ("auth.refresh", "allowed"),
+        ("auth.logout", "allowed"),
+    ]
+    assert all(str(account.id) in e.resource_ids or e.actor_user_id == account.id for e in events)
+    assert all(e.client_address == "203.0.113.7" and e.request_id for e in events)
+    stored = json.dumps([e.model_dump(mode="json") for e in events])
+    assert account.username not in stored
+    assert account.password not in stored
+    assert "wrong password" not in stored
+
+
+async def test_a_request_without_a_token_is_audited_as_denied(client, app):
+    start = await _head(app)
+    assert (await client.get("/api/v1/auth/me")).status_code == 401
+    events = await _events_since(app, start)
+    assert [(e.outcome, e.status_code, e.actor_user_id) for e in events] == [("denied", 401, None)]

@@ -1,0 +1,60 @@
+"""Every route is either public by name or guarded by authentication and authorisation.
+
+A new route without `authorize(...)` fails here, before it can ship unguarded.
+"""
+
+from __future__ import annotations
+
+from referral.api import PUBLIC_ROUTES
+from referral.auth.dependencies import current_actor
+from tests.routes import all_routes, api_routes, concrete_path, guards, walk
+
+
+def test_the_inventory_sees_the_routes(app):
+    # Guards against an inventory that passes because it found nothing to check.
+    paths = {(i.method, i.path) for i in api_routes(app)}
+    assert ("POST", "/api/v1/auth/token") in paths
+    assert ("PATCH", "/api/v1/admin/users/{user_id}") in paths
+    assert len(paths) >= 20
+
+
+def test_every_route_is_public_by_name_or_guarded(app):
+    unguarded = []
+    for info in api_routes(app):
+        if (info.method, info.path) in PUBLIC_ROUTES:
+            continue
+        calls = list(walk(info.route.dependant))
+        if not guards(info.route) or current_actor not in calls:
+            unguarded.append(f"{info.method} {info.path}")
+    assert unguarded == []
+
+
+def test_non_api_routes_are_all_on_the_public_list(app):
+    others = [i for i in all_routes(app) if not i.is_api]
+    assert others, "the docs routes should be listed"
+    for info in others:
+        assert (info.method, info.path) in PUBLIC_ROUTES, f"{info.method} {info.path}"
+
+
+def test_public_list_names_only_routes_that_exist(app):
+    existing = {(i.method, i.path) for i in all_routes(app)}
+    assert set(PUBLIC_ROUTES) <= existing
+
+
+def test_public_routes_are_few_and_none_touches_case_data():
+    assert len(PUBLIC_ROUTES) <= 10
+    for _method, path in PUBLIC_ROUTES:
+        assert "/cases" not in path
+        assert "/referrals" not in path
+
+
+async def test_every_guarded_route_answers_401_without_a_token(client, app):
+    checked = 0
+    for info in api_routes(app):
+        if (info.method, info.path) in PUBLIC_ROUTES:
+            continue
+        response = await client.request(info.method, concrete_path(info))
+        assert response.status_code == 401, f"{info.method} {info.path}: {response.status_code}"
+        assert response.headers["www-authenticate"] == "Bearer"
+        checked += 1
+    assert checked >= 15
