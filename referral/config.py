@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,8 +42,17 @@ class DatabaseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REFERRAL_", frozen=True, extra="ignore")
 
-    database_url: str = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'referral.db'}"
+    var_dir: Path = PROJECT_ROOT / "var"
+    database_url: str = ""
     alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_database_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("database_url"):
+            var_dir = Path(data.get("var_dir") or PROJECT_ROOT / "var")
+            data = {**data, "database_url": f"sqlite+aiosqlite:///{var_dir / 'referral.db'}"}
+        return data
 
 
 class Settings(DatabaseSettings):
@@ -64,7 +74,6 @@ class Settings(DatabaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     docs_enabled: bool = True
     policies_dir: Path = PROJECT_ROOT / "policies"
-    var_dir: Path = PROJECT_ROOT / "var"
 
     @model_validator(mode="after")
     def _secrets_are_strong(self) -> Settings:
