@@ -1,9 +1,11 @@
 """/api/v1/admin: municipalities, organisations, users. HTTP only; rules live in service.py."""
 
 import uuid
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral import audit
 from referral.admin import service
@@ -35,180 +37,117 @@ def _auth(resource: str, action: str) -> type[Access]:
     return Annotated[Access, Depends(authorize(resource, action))]  # type: ignore[return-value]
 
 
-# --- municipalities ---------------------------------------------------------------------
+# --- municipalities and organisations: the same four routes, with their own rules --------
 
 
-@router.get("/municipalities", response_model=Page[MunicipalityPublic])
-async def list_municipalities(
-    request: Request, session: SessionDep, page: PageDep, access: _auth("municipality", "list")
-) -> Page[MunicipalityPublic]:
-    rows, cursor = await service.list_visible(session, access, Municipality, page)
-    audit.record(
-        session,
-        request,
-        action="admin.municipality.list",
-        resource_type="municipality",
-        resource_ids=[r.id for r in rows],
-    )
-    return Page(items=[MunicipalityPublic.model_validate(r) for r in rows], next_cursor=cursor)
+def _directory_routes(
+    *,
+    resource: str,
+    plural: str,
+    model: type,
+    create_schema: type,
+    update_schema: type,
+    public: type,
+    create: Callable[[AsyncSession, Any], Awaitable[Any]],
+) -> None:
+    item = f"/{plural}/{{{resource}_id}}"
+
+    @router.get(f"/{plural}", response_model=Page[public], name=f"list_{plural}")
+    async def list_items(
+        request: Request, session: SessionDep, page: PageDep, access: _auth(resource, "list")
+    ) -> Page[Any]:
+        rows, cursor = await service.list_visible(session, access, model, page)
+        audit.record(
+            session,
+            request,
+            action=f"admin.{resource}.list",
+            resource_type=resource,
+            resource_ids=[r.id for r in rows],
+        )
+        return Page(items=[public.model_validate(r) for r in rows], next_cursor=cursor)
+
+    @router.post(f"/{plural}", response_model=public, status_code=201, name=f"create_{resource}")
+    async def create_item(
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        body: create_schema,  # type: ignore[valid-type]
+        access: _auth(resource, "create"),
+    ) -> Any:
+        obj = await create(session, body)
+        audit.record(
+            session,
+            request,
+            action=f"admin.{resource}.create",
+            resource_type=resource,
+            resource_ids=[obj.id],
+            fields=body.model_fields_set,
+        )
+        set_etag(response, obj.version)
+        return public.model_validate(obj)
+
+    @router.get(item, response_model=public, name=f"read_{resource}")
+    async def read_item(
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        item_id: Annotated[uuid.UUID, Path(alias=f"{resource}_id")],
+        access: _auth(resource, "read"),
+    ) -> Any:
+        obj = await service.get_visible(session, access, model, item_id)
+        audit.record(
+            session,
+            request,
+            action=f"admin.{resource}.read",
+            resource_type=resource,
+            resource_ids=[obj.id],
+        )
+        set_etag(response, obj.version)
+        return public.model_validate(obj)
+
+    @router.patch(item, response_model=public, name=f"update_{resource}")
+    async def update_item(
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        item_id: Annotated[uuid.UUID, Path(alias=f"{resource}_id")],
+        body: update_schema,  # type: ignore[valid-type]
+        access: _auth(resource, "update"),
+    ) -> Any:
+        obj = await service.get_visible(session, access, model, item_id)
+        changed = await service.update_simple(
+            session, model, obj, expected_version(request), body.model_dump(exclude_unset=True)
+        )
+        audit.record(
+            session,
+            request,
+            action=f"admin.{resource}.update",
+            resource_type=resource,
+            resource_ids=[obj.id],
+            fields=changed,
+        )
+        set_etag(response, obj.version)
+        return public.model_validate(obj)
 
 
-@router.post("/municipalities", response_model=MunicipalityPublic, status_code=201)
-async def create_municipality(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    body: MunicipalityCreate,
-    access: _auth("municipality", "create"),
-) -> MunicipalityPublic:
-    municipality = await service.create_municipality(session, body)
-    audit.record(
-        session,
-        request,
-        action="admin.municipality.create",
-        resource_type="municipality",
-        resource_ids=[municipality.id],
-        fields=body.model_fields_set,
-    )
-    set_etag(response, municipality.version)
-    return MunicipalityPublic.model_validate(municipality)
-
-
-@router.get("/municipalities/{municipality_id}", response_model=MunicipalityPublic)
-async def read_municipality(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    municipality_id: uuid.UUID,
-    access: _auth("municipality", "read"),
-) -> MunicipalityPublic:
-    municipality = await service.get_visible(session, access, Municipality, municipality_id)
-    audit.record(
-        session,
-        request,
-        action="admin.municipality.read",
-        resource_type="municipality",
-        resource_ids=[municipality.id],
-    )
-    set_etag(response, municipality.version)
-    return MunicipalityPublic.model_validate(municipality)
-
-
-@router.patch("/municipalities/{municipality_id}", response_model=MunicipalityPublic)
-async def update_municipality(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    municipality_id: uuid.UUID,
-    body: MunicipalityUpdate,
-    access: _auth("municipality", "update"),
-) -> MunicipalityPublic:
-    municipality = await service.get_visible(session, access, Municipality, municipality_id)
-    changed = await service.update_simple(
-        session,
-        Municipality,
-        municipality,
-        expected_version(request),
-        body.model_dump(exclude_unset=True),
-    )
-    audit.record(
-        session,
-        request,
-        action="admin.municipality.update",
-        resource_type="municipality",
-        resource_ids=[municipality.id],
-        fields=changed,
-    )
-    set_etag(response, municipality.version)
-    return MunicipalityPublic.model_validate(municipality)
-
-
-# --- organisations ----------------------------------------------------------------------
-
-
-@router.get("/organisations", response_model=Page[OrganisationPublic])
-async def list_organisations(
-    request: Request, session: SessionDep, page: PageDep, access: _auth("organisation", "list")
-) -> Page[OrganisationPublic]:
-    rows, cursor = await service.list_visible(session, access, Organisation, page)
-    audit.record(
-        session,
-        request,
-        action="admin.organisation.list",
-        resource_type="organisation",
-        resource_ids=[r.id for r in rows],
-    )
-    return Page(items=[OrganisationPublic.model_validate(r) for r in rows], next_cursor=cursor)
-
-
-@router.post("/organisations", response_model=OrganisationPublic, status_code=201)
-async def create_organisation(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    body: OrganisationCreate,
-    access: _auth("organisation", "create"),
-) -> OrganisationPublic:
-    organisation = await service.create_organisation(session, body)
-    audit.record(
-        session,
-        request,
-        action="admin.organisation.create",
-        resource_type="organisation",
-        resource_ids=[organisation.id],
-        fields=body.model_fields_set,
-    )
-    set_etag(response, organisation.version)
-    return OrganisationPublic.model_validate(organisation)
-
-
-@router.get("/organisations/{organisation_id}", response_model=OrganisationPublic)
-async def read_organisation(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    organisation_id: uuid.UUID,
-    access: _auth("organisation", "read"),
-) -> OrganisationPublic:
-    organisation = await service.get_visible(session, access, Organisation, organisation_id)
-    audit.record(
-        session,
-        request,
-        action="admin.organisation.read",
-        resource_type="organisation",
-        resource_ids=[organisation.id],
-    )
-    set_etag(response, organisation.version)
-    return OrganisationPublic.model_validate(organisation)
-
-
-@router.patch("/organisations/{organisation_id}", response_model=OrganisationPublic)
-async def update_organisation(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    organisation_id: uuid.UUID,
-    body: OrganisationUpdate,
-    access: _auth("organisation", "update"),
-) -> OrganisationPublic:
-    organisation = await service.get_visible(session, access, Organisation, organisation_id)
-    changed = await service.update_simple(
-        session,
-        Organisation,
-        organisation,
-        expected_version(request),
-        body.model_dump(exclude_unset=True),
-    )
-    audit.record(
-        session,
-        request,
-        action="admin.organisation.update",
-        resource_type="organisation",
-        resource_ids=[organisation.id],
-        fields=changed,
-    )
-    set_etag(response, organisation.version)
-    return OrganisationPublic.model_validate(organisation)
+_directory_routes(
+    resource="municipality",
+    plural="municipalities",
+    model=Municipality,
+    create_schema=MunicipalityCreate,
+    update_schema=MunicipalityUpdate,
+    public=MunicipalityPublic,
+    create=service.create_municipality,
+)
+_directory_routes(
+    resource="organisation",
+    plural="organisations",
+    model=Organisation,
+    create_schema=OrganisationCreate,
+    update_schema=OrganisationUpdate,
+    public=OrganisationPublic,
+    create=service.create_organisation,
+)
 
 
 # --- users ------------------------------------------------------------------------------
