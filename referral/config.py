@@ -6,12 +6,15 @@ and names the setting that is wrong.
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from referral.crypto import KeyRing, KeyRingError, derive_key, generate_key_entry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
@@ -28,7 +31,7 @@ EXAMPLE_SECRETS = frozenset(
     }
 )
 
-SECRET_FIELDS = ("jwt_secret",)
+SECRET_FIELDS = ("jwt_secret", "data_keys", "blind_index_key")
 
 
 class Environment(StrEnum):
@@ -61,6 +64,10 @@ class Settings(DatabaseSettings):
     database_pool_timeout_seconds: float = Field(default=2.0, gt=0)
 
     jwt_secret: SecretStr | None = None
+    # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.
+    data_keys: SecretStr | None = None
+    # HMAC key of the blind index used to find re-referrals without decrypting.
+    blind_index_key: SecretStr | None = None
     jwt_issuer: str = "referral"
     jwt_audience: str = "referral-api"
     access_token_minutes: int = Field(default=15, ge=1, le=60)
@@ -89,6 +96,18 @@ class Settings(DatabaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def key_ring(self) -> KeyRing:
+        if self.data_keys is None:
+            raise RuntimeError("REFERRAL_DATA_KEYS is not set")
+        return KeyRing.parse(self.data_keys.get_secret_value())
+
+    @property
+    def blind_index_secret(self) -> bytes:
+        if self.blind_index_key is None:
+            raise RuntimeError("REFERRAL_BLIND_INDEX_KEY is not set")
+        return derive_key(self.blind_index_key.get_secret_value(), "blind-index/v1")
+
+    @property
     def jwt_key(self) -> str:
         if self.jwt_secret is None:
             raise RuntimeError("REFERRAL_JWT_SECRET is not set")
@@ -105,7 +124,19 @@ def _secret_problem(settings: Settings, name: str) -> str | None:
         return f"{env_name} is an example value; generate one with `referral secrets`"
     if len(raw.encode()) < MIN_SECRET_BYTES:
         return f"{env_name} is shorter than {MIN_SECRET_BYTES} bytes"
+    if name == "data_keys":
+        try:
+            KeyRing.parse(raw)
+        except KeyRingError as exc:
+            return f"{env_name} is malformed: {exc}"
     return None
+
+
+def generate_secret(name: str) -> str:
+    """A fresh value for one of SECRET_FIELDS."""
+    if name == "data_keys":
+        return generate_key_entry(1)
+    return secrets.token_urlsafe(48)
 
 
 def get_settings() -> Settings:

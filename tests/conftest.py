@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from sqlmodel import select
 
 from referral import migrate
 from referral.auth.passwords import hash_password_sync
-from referral.config import Environment, Settings
+from referral.config import Environment, Settings, generate_secret
 from referral.main import create_app
 from referral.models import Municipality, Organisation, User
 from referral.models.enums import Agency, Role
@@ -53,7 +52,9 @@ def settings(test_db: ScratchDatabase) -> Settings:
     return Settings(
         env=Environment.test,
         database_url=test_db.url,
-        jwt_secret=secrets.token_urlsafe(48),
+        jwt_secret=generate_secret("jwt_secret"),
+        data_keys=generate_secret("data_keys"),
+        blind_index_key=generate_secret("blind_index_key"),
         password_hash_concurrency=4,
     )
 

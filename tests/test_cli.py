@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from referral.config import Environment
+from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
 from referral.demo.seed import MUNICIPALITIES, DemoRefused, seed_demo
 from referral.models import Municipality, Organisation, User
 from referral.models.enums import Agency, Role
@@ -38,7 +38,7 @@ def _env(url: str) -> dict[str, str]:
     return {
         "REFERRAL_DATABASE_URL": url,
         "REFERRAL_ENV": "production",
-        "REFERRAL_JWT_SECRET": secrets.token_urlsafe(48),
+        **{f"REFERRAL_{name.upper()}": generate_secret(name) for name in SECRET_FIELDS},
     }
 
 
@@ -94,9 +94,13 @@ async def test_serve_refuses_to_start_with_an_example_secret(test_db):
 def test_secrets_command_prints_strong_secrets():
     result = _cli(["secrets"], {})
     assert result.returncode == 0
-    name, value = result.stdout.strip().split("=", 1)
-    assert name == "REFERRAL_JWT_SECRET"
-    assert len(value) >= 43
+    printed = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
+    assert set(printed) == {f"REFERRAL_{name.upper()}" for name in SECRET_FIELDS}
+    settings = Settings(
+        env=Environment.production,
+        **{name: printed[f"REFERRAL_{name.upper()}"] for name in SECRET_FIELDS},
+    )
+    assert settings.key_ring.current == 1
 
 
 async def test_demo_seed_refused_outside_development(settings):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from pathlib import Path
 
@@ -11,44 +10,58 @@ import yaml
 from pydantic import ValidationError
 
 from referral.authz.policy import PolicyError, load_access_policy
-from referral.config import Environment, Settings
+from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
 from referral.main import create_app
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
+def _good_secrets() -> dict[str, str]:
+    return {name: generate_secret(name) for name in SECRET_FIELDS}
+
+
+@pytest.mark.parametrize("name", SECRET_FIELDS)
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        (None, "REFERRAL_JWT_SECRET is missing"),
-        ("", "REFERRAL_JWT_SECRET is missing"),
-        ("short-secret", "REFERRAL_JWT_SECRET is shorter than 32 bytes"),
-        ("change-me", "REFERRAL_JWT_SECRET is an example value"),
+        (None, "is missing"),
+        ("", "is missing"),
+        ("short-secret", "is shorter than 32 bytes"),
+        ("change-me", "is an example value"),
     ],
 )
 @pytest.mark.parametrize("env", [Environment.production, Environment.test])
-def test_outside_development_a_bad_secret_refuses_to_start(env, value, reason):
+def test_outside_development_a_bad_secret_refuses_to_start(env, name, value, reason):
     with pytest.raises(ValidationError) as info:
-        Settings(env=env, jwt_secret=value)
-    assert reason in str(info.value)
+        Settings(env=env, **{**_good_secrets(), name: value})
+    assert f"REFERRAL_{name.upper()} {reason}" in str(info.value)
 
 
-def test_secret_is_read_from_the_environment(monkeypatch):
-    value = secrets.token_urlsafe(48)
+def test_a_malformed_key_ring_refuses_to_start():
+    with pytest.raises(ValidationError) as info:
+        Settings(env=Environment.production, **{**_good_secrets(), "data_keys": "1:" + "A" * 40})
+    assert "REFERRAL_DATA_KEYS is malformed" in str(info.value)
+
+
+def test_secrets_are_read_from_the_environment(monkeypatch):
+    values = _good_secrets()
     monkeypatch.setenv("REFERRAL_ENV", "production")
-    monkeypatch.setenv("REFERRAL_JWT_SECRET", value)
+    for name, value in values.items():
+        monkeypatch.setenv(f"REFERRAL_{name.upper()}", value)
     settings = Settings()
-    assert settings.jwt_key == value
-    assert value not in repr(settings)
+    assert settings.jwt_key == values["jwt_secret"]
+    for value in values.values():
+        assert value not in repr(settings)
 
 
 def test_development_mode_starts_without_secrets():
     assert Settings(env=Environment.development, jwt_secret=None).env is Environment.development
 
 
-def test_production_defaults_to_production(monkeypatch):
+def test_production_is_the_default(monkeypatch):
     monkeypatch.delenv("REFERRAL_ENV", raising=False)
-    monkeypatch.setenv("REFERRAL_JWT_SECRET", secrets.token_urlsafe(48))
+    for name, value in _good_secrets().items():
+        monkeypatch.setenv(f"REFERRAL_{name.upper()}", value)
     assert Settings().env is Environment.production
 
 
