@@ -1,0 +1,1 @@
+"""Cases: intake, the lifecycle, and everything recorded about a case."""
