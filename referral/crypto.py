@@ -124,3 +124,18 @@ def blind_index(key: bytes, *, given_name: str, family_name: str, date_of_birth:
 def derive_key(secret: str, purpose: str) -> bytes:
     """A purpose-specific 32-byte key from a configured secret string."""
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def seal_field(ring: KeyRing, obj: object, field: str, value: str | None) -> None:
+    """Encrypt `value` into `obj.<field>_enc`, bound to the object's table, field and id."""
+    token = None
+    if value is not None:
+        token = ring.encrypt(value, table=obj.__tablename__, column=field, row_id=obj.id)  # type: ignore[attr-defined]
+    setattr(obj, f"{field}_enc", token)
+
+
+def open_field(ring: KeyRing, obj: object, field: str) -> str | None:
+    token = getattr(obj, f"{field}_enc")
+    if token is None:
+        return None
+    return ring.decrypt(token, table=obj.__tablename__, column=field, row_id=obj.id)  # type: ignore[attr-defined]

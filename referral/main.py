@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from referral import api, audit, migrate
 from referral.auth import passwords
 from referral.authz.policy import load_access_policy
+from referral.cases.service import CaseKeys
+from referral.cases.workflow import load_workflow
 from referral.config import Settings, get_settings
 from referral.db import create_engine, create_sessionmaker
 from referral.errors import ProblemError, install_error_handlers
@@ -35,6 +37,7 @@ def migration_head(settings: Settings) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     access_policy = load_access_policy(settings.policies_dir / "access.yaml")
+    workflow = load_workflow(settings.policies_dir / "workflow.yaml")
     passwords.configure(settings.password_hash_concurrency)
     engine = create_engine(settings)
 
@@ -55,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.access_policy = access_policy
+    app.state.case_keys = CaseKeys(
+        ring=settings.key_ring, blind_key=settings.blind_index_secret, workflow=workflow
+    )
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.migration_head = migration_head(settings)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import false, true
+from sqlalchemy import and_, false, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from referral.authz.actor import Actor
 from referral.authz.policy import AccessPolicy, Grant, Scope
-from referral.authz.resources import RESOURCES
+from referral.authz.resources import RESOURCES, ResourceSpec
 
 __all__ = ["RESOURCES", "AccessPolicy", "Actor", "can", "can_type", "scope_filter"]
 
@@ -29,6 +29,9 @@ def can_type(policy: AccessPolicy, actor: Actor, action: str, resource: str) -> 
 
 def _in_scope(grant: Grant, actor: Actor, resource: str, obj: Any) -> bool:
     spec = RESOURCES[resource]
+    stage = grant.reached_state(actor.agency)
+    if stage is not None and getattr(obj, f"{stage}_at") is None:
+        return False
     if grant.scope is Scope.all:
         return True
     if grant.scope is Scope.municipality:
@@ -50,9 +53,16 @@ def scope_filter(
 ) -> ColumnElement[bool]:
     """The WHERE condition selecting exactly the objects `can()` would allow."""
     grant = can_type(policy, actor, action, resource)
-    spec = RESOURCES[resource]
     if grant is None:
         return false()
+    condition = _scope_condition(grant, actor, RESOURCES[resource])
+    stage = grant.reached_state(actor.agency)
+    if stage is not None:
+        condition = and_(condition, getattr(RESOURCES[resource].model, f"{stage}_at").is_not(None))
+    return condition
+
+
+def _scope_condition(grant: Grant, actor: Actor, spec: ResourceSpec) -> ColumnElement[bool]:
     if grant.scope is Scope.all:
         return true()
     if grant.scope is Scope.municipality:

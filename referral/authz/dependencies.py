@@ -31,6 +31,19 @@ class Access:
     def filter(self) -> ColumnElement[bool]:
         return authz.scope_filter(self.policy, self.actor, self.action, self.resource)
 
+    @property
+    def readable_sections(self) -> frozenset[str]:
+        return self.policy.readable_sections(self.grant, self.actor.agency)
+
+    @property
+    def writable_sections(self) -> frozenset[str]:
+        return self.policy.writable_sections(self.grant, self.actor.agency)
+
+    def require_agency(self, part: Any) -> None:
+        """For agency-bound actions: the part must be assigned to the actor's agency."""
+        if self.action in self.grant.agency_bound and part.agency != self.actor.agency:
+            raise Forbidden(f"Only the assigned agency may {self.action.replace('_', ' ')}.")
+
     def visible(self, obj: Any) -> Any:
         """The object if the actor may act on it; 404 if it is missing or out of scope."""
         if obj is None or not authz.can(self.policy, self.actor, self.action, self.resource, obj):

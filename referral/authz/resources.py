@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from referral.models import Municipality, Organisation, User
+from referral.models import CaseFile, Municipality, Organisation, PanelMeeting, User
+
+CASE_VIEWS = frozenset({"referrer", "panel", "coordinator"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,9 @@ class ResourceSpec:
     model: Any = None
     municipality_attr: str | None = None
     owner_attr: str | None = None
+    # `reached: <state>` means the column `<state>_at` is set on the object
+    has_stage_timestamps: bool = False
+    views: frozenset[str] = frozenset()
 
 
 RESOURCES: dict[str, ResourceSpec] = {
@@ -49,6 +54,39 @@ RESOURCES: dict[str, ResourceSpec] = {
             model=User,
             municipality_attr="municipality_id",
             owner_attr="id",
+        ),
+        ResourceSpec(
+            "case",
+            frozenset(
+                {
+                    "create",
+                    "list",
+                    "read",
+                    "transition",
+                    "add_information",
+                    "add_note",
+                    "read_notes",
+                    "screen",
+                    "assess",
+                    "read_assessments",
+                    "consent",
+                    "manage_plan",
+                    "update_intervention",
+                    "review",
+                    "worklist",
+                }
+            ),
+            model=CaseFile,
+            municipality_attr="municipality_id",
+            owner_attr="referrer_user_id",
+            has_stage_timestamps=True,
+            views=CASE_VIEWS,
+        ),
+        ResourceSpec(
+            "panel_meeting",
+            frozenset({"list", "read", "create", "record_decision"}),
+            model=PanelMeeting,
+            municipality_attr="municipality_id",
         ),
     )
 }

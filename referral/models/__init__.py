@@ -3,16 +3,41 @@
 from referral.models.audit import AuditEvent
 from referral.models.auth import AuthSession, LoginThrottle, RefreshToken
 from referral.models.base import metadata
+from referral.models.case import (
+    CaseAssessment,
+    CaseConsent,
+    CaseFile,
+    CaseNote,
+    CaseReview,
+    CaseScreening,
+    CaseTransition,
+    IdempotencyRecord,
+    Intervention,
+    SupportPlan,
+)
 from referral.models.directory import Municipality, Organisation
+from referral.models.panel import PanelDecision, PanelMeeting
 from referral.models.user import User
 
 __all__ = [
     "AuditEvent",
     "AuthSession",
+    "CaseAssessment",
+    "CaseConsent",
+    "CaseFile",
+    "CaseNote",
+    "CaseReview",
+    "CaseScreening",
+    "CaseTransition",
+    "IdempotencyRecord",
+    "Intervention",
     "LoginThrottle",
     "Municipality",
     "Organisation",
+    "PanelDecision",
+    "PanelMeeting",
     "RefreshToken",
+    "SupportPlan",
     "User",
     "metadata",
 ]

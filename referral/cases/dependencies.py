@@ -1,0 +1,41 @@
+"""Request-level helpers for case routes: keys, Idempotency-Key, optional If-Match."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from referral.cases.service import CaseKeys
+from referral.concurrency import expected_version
+from referral.errors import BadRequest
+
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+def case_keys(request: Request) -> CaseKeys:
+    return request.app.state.case_keys
+
+
+KeysDep = Annotated[CaseKeys, Depends(case_keys)]
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="8-128 characters; a retry reuses it"),
+    ] = None,
+) -> str:
+    if key is None:
+        raise BadRequest("An Idempotency-Key header is required to submit a referral.")
+    if not _KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 8-128 letters, digits or . _ : -")
+    return key
+
+
+def optional_version(request: Request) -> int | None:
+    """If-Match is optional on appends (nothing can be overwritten); checked when sent."""
+    if request.headers.get("if-match") is None:
+        return None
+    return expected_version(request)

@@ -1,0 +1,622 @@
+"""Business rules for cases: intake, the lifecycle, and what is recorded along the way.
+
+Services flush, never commit. Every write touches the case row (repository.touch_case), so
+writers serialise on it and each response carries the case's new ETag.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from referral.authz.dependencies import Access
+from referral.cases import lifecycle
+from referral.cases.repository import part_of_case, touch_case
+from referral.cases.schemas import (
+    AssessmentCreate,
+    ConsentCreate,
+    InterventionCreate,
+    InterventionUpdate,
+    ReferralCreate,
+    ReferralReceipt,
+    ReviewRecord,
+    TransitionCreate,
+    age_band,
+    age_on,
+    reference_of,
+)
+from referral.cases.workflow import Workflow
+from referral.crypto import KeyRing, blind_index, open_field, seal_field
+from referral.errors import Conflict, Forbidden, Unprocessable
+from referral.models import (
+    CaseAssessment,
+    CaseConsent,
+    CaseFile,
+    CaseNote,
+    CaseReview,
+    CaseScreening,
+    CaseTransition,
+    IdempotencyRecord,
+    Intervention,
+    PanelDecision,
+    SupportPlan,
+)
+from referral.models.base import utcnow
+from referral.models.enums import ConsentGiver, ReviewKind
+
+
+@dataclass(frozen=True)
+class CaseKeys:
+    ring: KeyRing
+    blind_key: bytes
+    workflow: Workflow
+
+
+# --- intake -------------------------------------------------------------------------------
+
+
+def request_fingerprint(body: ReferralCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def claim_idempotency_key(
+    session: AsyncSession, user_id: uuid.UUID, key: str, fingerprint: str
+) -> IdempotencyRecord | None:
+    """None if this request is the first with the key; the earlier record otherwise.
+
+    The claim is an INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate waits for
+    the first transaction, then finds its committed record and replays it.
+    """
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = IdempotencyRecord.__table__
+    stmt = (
+        insert(table)
+        .values(
+            user_id=user_id,
+            key=key,
+            request_hash=fingerprint,
+            status_code=0,
+            response={},
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.user_id, table.c.key])
+        .returning(table.c.key)
+    )
+    if (await session.exec(stmt)).first() is not None:
+        return None
+    earlier = await session.get(IdempotencyRecord, (user_id, key))
+    if earlier is None or earlier.request_hash != fingerprint:
+        raise Unprocessable(
+            "This Idempotency-Key was already used with a different request.",
+            extra={
+                "errors": [
+                    {
+                        "loc": ["header", "Idempotency-Key"],
+                        "msg": "reused with another body",
+                        "type": "idempotency_key_reused",
+                    }
+                ]
+            },
+        )
+    return earlier
+
+
+async def submit_referral(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    body: ReferralCreate,
+    idempotency_key: str,
+) -> tuple[ReferralReceipt, bool]:
+    """The receipt, and whether it was created now (False: replayed)."""
+    actor = access.actor
+    if actor.municipality_id is None:
+        raise Forbidden("Only an actor of a municipality can refer.")
+    earlier = await claim_idempotency_key(
+        session, actor.user_id, idempotency_key, request_fingerprint(body)
+    )
+    if earlier is not None:
+        return ReferralReceipt.model_validate(earlier.response), False
+
+    now = utcnow()
+    subject = body.subject
+    case = CaseFile(
+        municipality_id=actor.municipality_id,
+        referrer_user_id=actor.user_id,
+        referrer_organisation_id=actor.organisation_id,
+        referrer_sector=body.referrer_sector or actor.agency,
+        primary_concern=body.primary_concern,
+        urgency=body.urgency,
+        state=keys.workflow.initial,
+        submitted_at=now,
+        subject_gender=subject.gender,
+        subject_age_band=age_band(subject.date_of_birth, now.date()),
+        blind_index=blind_index(
+            keys.blind_key,
+            given_name=subject.given_name,
+            family_name=subject.family_name,
+            date_of_birth=subject.date_of_birth,
+        ),
+        given_name_enc="",
+        family_name_enc="",
+        date_of_birth_enc="",
+        description_enc="",
+        indicators_enc="",
+    )
+    ring = keys.ring
+    seal_field(ring, case, "given_name", subject.given_name)
+    seal_field(ring, case, "family_name", subject.family_name)
+    seal_field(ring, case, "date_of_birth", subject.date_of_birth.isoformat())
+    seal_field(ring, case, "address", subject.address)
+    seal_field(ring, case, "contacts", subject.contacts)
+    seal_field(
+        ring, case, "guardian", subject.guardian.model_dump_json() if subject.guardian else None
+    )
+    seal_field(ring, case, "languages", json.dumps(subject.languages))
+    seal_field(ring, case, "description", body.description)
+    seal_field(ring, case, "indicators", json.dumps([str(i) for i in body.indicators]))
+    session.add(case)
+    await session.flush()
+
+    receipt = ReferralReceipt(
+        id=case.id,
+        reference=reference_of(case.id),
+        stage=keys.workflow.referrer_stages[case.state],
+        submitted_at=now,
+    )
+    record = await session.get(IdempotencyRecord, (actor.user_id, idempotency_key))
+    record.status_code = 201
+    record.response = receipt.model_dump(mode="json")
+    session.add(record)
+    await session.flush()
+    return receipt, True
+
+
+# --- the lifecycle ------------------------------------------------------------------------
+
+
+async def _exists(session: AsyncSession, stmt) -> bool:
+    return (await session.exec(stmt.limit(1))).first() is not None
+
+
+async def gather_facts(
+    session: AsyncSession, keys: CaseKeys, case: CaseFile
+) -> lifecycle.CaseFacts:
+    decision = (
+        await session.exec(
+            select(PanelDecision.decision)
+            .where(PanelDecision.case_id == case.id)
+            .order_by(col(PanelDecision.id).desc())
+            .limit(1)
+        )
+    ).first()
+    consent_valid = await _exists(
+        session,
+        select(CaseConsent.id).where(
+            CaseConsent.case_id == case.id, col(CaseConsent.withdrawn_on).is_(None)
+        ),
+    )
+    has_intervention = await _exists(
+        session,
+        select(Intervention.id).where(
+            Intervention.case_id == case.id, col(Intervention.status) != "stopped"
+        ),
+    ) and await _exists(session, select(SupportPlan.id).where(SupportPlan.case_id == case.id))
+    return lifecycle.CaseFacts(
+        screening_recorded=await _exists(
+            session, select(CaseScreening.id).where(CaseScreening.case_id == case.id)
+        ),
+        assessment_recorded=await _exists(
+            session, select(CaseAssessment.id).where(CaseAssessment.case_id == case.id)
+        ),
+        panel_decision=decision,
+        consent_valid=consent_valid,
+        plan_has_intervention=has_intervention,
+        post_exit_reviews_recorded=await _post_exit_reviews_done(session, keys, case),
+    )
+
+
+async def _post_exit_reviews_done(session: AsyncSession, keys: CaseKeys, case: CaseFile) -> bool:
+    if case.monitoring_at is None:
+        return False
+    reviews = (
+        await session.exec(
+            select(CaseReview).where(
+                CaseReview.case_id == case.id,
+                CaseReview.kind == ReviewKind.post_exit,
+                col(CaseReview.outcome).is_distinct_from("cancelled"),
+                CaseReview.due_on > case.monitoring_at.date(),
+            )
+        )
+    ).all()
+    wanted = len(keys.workflow.post_exit_review_months)
+    return len(reviews) >= wanted and all(r.done_on is not None for r in reviews)
+
+
+def add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+async def transition(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    body: TransitionCreate,
+    expected_version: int,
+) -> CaseTransition:
+    workflow = keys.workflow
+    request = lifecycle.TransitionRequest(
+        to=body.to,
+        outcome=body.outcome,
+        exit_reason=body.exit_reason,
+        immediate_risk=body.immediate_risk,
+    )
+    if body.exit_reason is not None and body.exit_reason not in workflow.exit_reasons:
+        raise Unprocessable(
+            f"exit_reason must be one of {list(workflow.exit_reasons)}",
+            extra={
+                "errors": [
+                    {"loc": ["body", "exit_reason"], "msg": "unknown exit reason", "type": "enum"}
+                ]
+            },
+        )
+    facts = await gather_facts(session, keys, case)
+    verdict = lifecycle.evaluate(workflow, access.actor.role, case.state, request, facts)
+    if not verdict.ok:
+        detail = (
+            f"The case cannot go from {case.state} to {body.to} yet: {', '.join(verdict.unmet)}."
+            if verdict.unmet
+            else f"There is no transition from {case.state} to {body.to} for your role."
+        )
+        raise Conflict(
+            detail,
+            extra={"state": case.state, "allowed": verdict.allowed, "unmet": verdict.unmet},
+        )
+    spec = verdict.spec
+    now = utcnow()
+    values: dict = {"state": spec.to, f"{spec.to}_at": now}
+    if spec.to == workflow.terminal:
+        values["closure_outcome"] = body.outcome
+    if body.exit_reason is not None and spec.to == "monitoring":
+        values["exit_reason"] = body.exit_reason
+    from_state = case.state
+    await touch_case(session, case, expected_version, **values)
+
+    record = CaseTransition(
+        case_id=case.id,
+        from_state=from_state,
+        to_state=spec.to,
+        outcome=body.outcome,
+        exit_reason=body.exit_reason,
+        immediate_risk=body.immediate_risk,
+        actor_user_id=access.actor.user_id,
+        actor_role=access.actor.role,
+        occurred_at=now,
+    )
+    seal_field(keys.ring, record, "reason", body.reason)
+    session.add(record)
+    if "schedule_post_exit_reviews" in spec.effects:
+        for months in workflow.post_exit_review_months:
+            session.add(
+                CaseReview(
+                    case_id=case.id,
+                    kind=ReviewKind.post_exit,
+                    months_after_exit=months,
+                    due_on=add_months(now.date(), months),
+                )
+            )
+    if from_state == "monitoring":
+        await _cancel_open_post_exit_reviews(session, case.id)
+    await session.flush()
+    return record
+
+
+async def _cancel_open_post_exit_reviews(session: AsyncSession, case_id: uuid.UUID) -> None:
+    open_reviews = (
+        await session.exec(
+            select(CaseReview).where(
+                CaseReview.case_id == case_id,
+                CaseReview.kind == ReviewKind.post_exit,
+                col(CaseReview.done_on).is_(None),
+            )
+        )
+    ).all()
+    for review in open_reviews:
+        review.outcome = "cancelled"
+        review.done_on = date.today()
+        review.version += 1
+        session.add(review)
+
+
+# --- what is recorded about a case ----------------------------------------------------------
+
+
+def _require_state(case: CaseFile, states: tuple[str, ...], what: str) -> None:
+    if case.state not in states:
+        raise Conflict(
+            f"{what} is recorded while the case is {' or '.join(states)}; it is {case.state}.",
+            extra={"state": case.state},
+        )
+
+
+async def add_note(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    section: str,
+    body: str,
+    kind: str,
+    expected_version: int | None,
+) -> CaseNote:
+    note = CaseNote(
+        case_id=case.id,
+        section=section,
+        kind=kind,
+        author_user_id=access.actor.user_id,
+        author_agency=access.actor.agency,
+        body_enc="",
+    )
+    seal_field(keys.ring, note, "body", body)
+    session.add(note)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return note
+
+
+def writable_section(access: Access, requested: str | None) -> str:
+    sections = access.writable_sections
+    if requested is None:
+        default = access.policy.agency_sections.get(access.actor.agency)
+        requested = default if default in sections else None
+    if requested is None or requested not in sections:
+        raise Forbidden("Your agency does not write in that section.")
+    return requested
+
+
+async def put_screening(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    summary: str,
+    reviewed: bool,
+    expected_version: int,
+) -> CaseScreening:
+    _require_state(case, ("screening",), "Screening")
+    screening = (
+        await session.exec(select(CaseScreening).where(CaseScreening.case_id == case.id))
+    ).first()
+    if screening is None:
+        screening = CaseScreening(case_id=case.id, summary_enc="", recorded_by=access.actor.user_id)
+    screening.rereferrals_reviewed = reviewed
+    screening.recorded_by = access.actor.user_id
+    screening.recorded_at = utcnow()
+    seal_field(keys.ring, screening, "summary", summary)
+    session.add(screening)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return screening
+
+
+async def add_assessment(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    body: AssessmentCreate,
+    expected_version: int | None,
+) -> CaseAssessment:
+    _require_state(
+        case, ("screening", "assessment", "panel", "support", "monitoring"), "An assessment"
+    )
+    section = writable_section(access, body.section)
+    assessment = CaseAssessment(
+        case_id=case.id,
+        section=section,
+        author_user_id=access.actor.user_id,
+        author_agency=access.actor.agency,
+        factors_enc="",
+    )
+    seal_field(keys.ring, assessment, "factors", json.dumps([f.model_dump() for f in body.factors]))
+    seal_field(keys.ring, assessment, "summary", body.summary)
+    session.add(assessment)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return assessment
+
+
+async def add_consent(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    body: ConsentCreate,
+    expected_version: int | None,
+) -> CaseConsent:
+    _require_state(case, ("consent_pending", "support"), "Consent")
+    born = date.fromisoformat(open_field(keys.ring, case, "date_of_birth") or "")
+    if age_on(born, body.given_on) < 18 and body.given_by is not ConsentGiver.guardian:
+        raise Unprocessable(
+            "The subject was under 18 on that date: a guardian must consent.",
+            extra={
+                "errors": [
+                    {
+                        "loc": ["body", "given_by"],
+                        "msg": "a guardian must consent",
+                        "type": "guardian_required",
+                    }
+                ]
+            },
+        )
+    if body.given_on > date.today():
+        raise Unprocessable(
+            "Consent cannot be recorded for a future date.",
+            extra={
+                "errors": [
+                    {"loc": ["body", "given_on"], "msg": "in the future", "type": "future_date"}
+                ]
+            },
+        )
+    consent = CaseConsent(
+        case_id=case.id,
+        given_by=body.given_by,
+        scope=body.scope,
+        given_on=body.given_on,
+        recorded_by=access.actor.user_id,
+    )
+    seal_field(keys.ring, consent, "guardian_name", body.guardian_name)
+    session.add(consent)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return consent
+
+
+async def withdraw_consent(
+    session: AsyncSession,
+    case: CaseFile,
+    consent_id: uuid.UUID,
+    withdrawn_on: date,
+    expected_version: int,
+) -> CaseConsent:
+    consent = await part_of_case(session, CaseConsent, consent_id, case.id)
+    _check_part_version(consent, expected_version)
+    if consent.withdrawn_on is not None:
+        raise Conflict("This consent was already withdrawn.")
+    consent.withdrawn_on = withdrawn_on
+    consent.version += 1
+    session.add(consent)
+    await touch_case(session, case, None)
+    await session.flush()
+    return consent
+
+
+def _check_part_version(part, expected_version: int) -> None:
+    from referral.errors import PreconditionFailed
+
+    if part.version != expected_version:
+        raise PreconditionFailed("The record was changed by someone else; read it again.")
+
+
+async def put_plan(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    goals: str,
+    expected_version: int,
+) -> SupportPlan:
+    _require_state(case, ("consent_pending", "support"), "A support plan")
+    plan = (await session.exec(select(SupportPlan).where(SupportPlan.case_id == case.id))).first()
+    if plan is None:
+        plan = SupportPlan(case_id=case.id, goals_enc="", created_by=access.actor.user_id)
+    plan.updated_at = utcnow()
+    seal_field(keys.ring, plan, "goals", goals)
+    session.add(plan)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return plan
+
+
+async def add_intervention(
+    session: AsyncSession,
+    case: CaseFile,
+    body: InterventionCreate,
+    expected_version: int | None,
+) -> Intervention:
+    _require_state(case, ("consent_pending", "support"), "An intervention")
+    if (
+        await session.exec(select(SupportPlan.id).where(SupportPlan.case_id == case.id))
+    ).first() is None:
+        raise Conflict("Write the support plan before adding interventions to it.")
+    intervention = Intervention(
+        case_id=case.id,
+        type=body.type,
+        agency=body.agency,
+        start_date=body.start_date,
+        end_date=body.end_date,
+    )
+    session.add(intervention)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return intervention
+
+
+async def update_intervention(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    intervention_id: uuid.UUID,
+    body: InterventionUpdate,
+    expected_version: int,
+) -> tuple[Intervention, list[str]]:
+    intervention = await part_of_case(session, Intervention, intervention_id, case.id)
+    access.require_agency(intervention)
+    _check_part_version(intervention, expected_version)
+    changes = body.model_dump(exclude_unset=True)
+    for field in ("status",):
+        if field in changes and changes[field] is None:
+            raise Unprocessable(f"{field} may not be null")
+    for field, value in changes.items():
+        if field == "outcome":
+            seal_field(keys.ring, intervention, "outcome", value)
+        else:
+            setattr(intervention, field, value)
+    intervention.version += 1
+    intervention.updated_at = utcnow()
+    session.add(intervention)
+    await touch_case(session, case, None)
+    await session.flush()
+    return intervention, sorted(changes)
+
+
+async def add_review(
+    session: AsyncSession,
+    case: CaseFile,
+    due_on: date,
+    expected_version: int | None,
+) -> CaseReview:
+    _require_state(case, ("support",), "A plan review")
+    review = CaseReview(case_id=case.id, kind=ReviewKind.plan, due_on=due_on)
+    session.add(review)
+    await touch_case(session, case, expected_version)
+    await session.flush()
+    return review
+
+
+async def record_review(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    review_id: uuid.UUID,
+    body: ReviewRecord,
+    expected_version: int,
+) -> CaseReview:
+    review = await part_of_case(session, CaseReview, review_id, case.id)
+    _check_part_version(review, expected_version)
+    if review.done_on is not None:
+        raise Conflict("This review is already recorded.")
+    review.done_on = body.done_on
+    review.outcome = body.outcome
+    review.recorded_by = access.actor.user_id
+    review.version += 1
+    seal_field(keys.ring, review, "notes", body.notes)
+    session.add(review)
+    await touch_case(session, case, None)
+    await session.flush()
+    return review

@@ -1,0 +1,227 @@
+"""Turning stored rows into the response each role may see, decrypting only what it shows."""
+
+from __future__ import annotations
+
+import json
+
+from referral.cases.repository import CaseParts
+from referral.cases.schemas import (
+    AssessmentOut,
+    CaseListItem,
+    ConsentOut,
+    CoordinatorCaseView,
+    DecisionOut,
+    Factor,
+    InterventionOut,
+    NoteOut,
+    PanelCaseView,
+    PlanOut,
+    ReferrerCaseView,
+    RereferralHint,
+    ReviewOut,
+    ScreeningOut,
+    SectionOut,
+    SubjectOut,
+    reference_of,
+)
+from referral.cases.workflow import Workflow
+from referral.crypto import KeyRing, open_field
+from referral.models import CaseAssessment, CaseFile, CaseNote
+
+
+def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
+    coarse = workflow.closure_outcomes.get(case.closure_outcome) if case.closure_outcome else None
+    return ReferrerCaseView(
+        id=case.id,
+        reference=reference_of(case.id),
+        stage=workflow.referrer_stages[case.state],
+        outcome=coarse,
+        submitted_at=case.submitted_at,
+        closed_at=case.closed_at,
+    )
+
+
+def subject_name(ring: KeyRing, case: CaseFile) -> str:
+    return f"{open_field(ring, case, 'given_name')} {open_field(ring, case, 'family_name')}"
+
+
+def list_item(ring: KeyRing, case: CaseFile, overdue: int) -> CaseListItem:
+    return CaseListItem(
+        id=case.id,
+        reference=reference_of(case.id),
+        state=case.state,
+        urgency=case.urgency,
+        primary_concern=case.primary_concern,
+        subject_name=subject_name(ring, case),
+        subject_age_band=case.subject_age_band,
+        submitted_at=case.submitted_at,
+        overdue_reviews=overdue,
+        version=case.version,
+    )
+
+
+def _json(ring: KeyRing, obj: object, field: str):
+    raw = open_field(ring, obj, field)
+    return None if raw is None else json.loads(raw)
+
+
+def note_out(ring: KeyRing, note: CaseNote) -> NoteOut:
+    return NoteOut(
+        id=note.id,
+        section=note.section,
+        kind=note.kind,
+        author_user_id=note.author_user_id,
+        author_agency=note.author_agency,
+        body=open_field(ring, note, "body") or "",
+        created_at=note.created_at,
+    )
+
+
+def assessment_out(ring: KeyRing, assessment: CaseAssessment) -> AssessmentOut:
+    factors = [Factor.model_validate(f) for f in _json(ring, assessment, "factors") or []]
+    totals = {d: 0 for d in ("engagement", "intent", "capability")}
+    for factor in factors:
+        totals[factor.dimension] += factor.score
+    return AssessmentOut(
+        id=assessment.id,
+        section=assessment.section,
+        author_agency=assessment.author_agency,
+        factors=factors,
+        totals=totals,
+        summary=open_field(ring, assessment, "summary"),
+        assessed_at=assessment.assessed_at,
+    )
+
+
+def _entered(case: CaseFile, workflow: Workflow) -> dict:
+    return {
+        state: getattr(case, f"{state}_at")
+        for state in workflow.states
+        if getattr(case, f"{state}_at") is not None
+    }
+
+
+def detail_view(
+    ring: KeyRing,
+    workflow: Workflow,
+    case: CaseFile,
+    parts: CaseParts,
+    readable_sections: frozenset[str],
+    rereferrals: list[CaseFile] | None,
+) -> PanelCaseView:
+    sections = {
+        section: SectionOut(
+            notes=[note_out(ring, n) for n in parts.notes if n.section == section],
+            assessments=[
+                assessment_out(ring, a) for a in parts.assessments if a.section == section
+            ],
+        )
+        for section in sorted(readable_sections)
+    }
+    screening = parts.screening
+    common = dict(
+        id=case.id,
+        reference=reference_of(case.id),
+        municipality_id=case.municipality_id,
+        state=case.state,
+        closure_outcome=case.closure_outcome,
+        exit_reason=case.exit_reason,
+        urgency=case.urgency,
+        referrer_sector=case.referrer_sector,
+        primary_concern=case.primary_concern,
+        subject=SubjectOut(
+            given_name=open_field(ring, case, "given_name") or "",
+            family_name=open_field(ring, case, "family_name") or "",
+            date_of_birth=open_field(ring, case, "date_of_birth") or "",
+            gender=case.subject_gender,
+            age_band=case.subject_age_band,
+            address=open_field(ring, case, "address"),
+            contacts=open_field(ring, case, "contacts"),
+            guardian=_json(ring, case, "guardian"),
+            languages=_json(ring, case, "languages") or [],
+        ),
+        description=open_field(ring, case, "description") or "",
+        indicators=_json(ring, case, "indicators") or [],
+        entered=_entered(case, workflow),
+        screening=None
+        if screening is None
+        else ScreeningOut(
+            summary=open_field(ring, screening, "summary") or "",
+            rereferrals_reviewed=screening.rereferrals_reviewed,
+            recorded_by=screening.recorded_by,
+            recorded_at=screening.recorded_at,
+        ),
+        panel_decisions=[
+            DecisionOut(
+                id=d.id,
+                meeting_id=d.meeting_id,
+                decision=d.decision,
+                rationale=open_field(ring, d, "rationale") or "",
+                dissenting_agencies=d.dissenting_agencies,
+                dissent=open_field(ring, d, "dissent"),
+                recorded_at=d.recorded_at,
+            )
+            for d in parts.decisions
+        ],
+        consents=[
+            ConsentOut(
+                id=c.id,
+                given_by=c.given_by,
+                guardian_name=open_field(ring, c, "guardian_name"),
+                scope=c.scope,
+                given_on=c.given_on,
+                withdrawn_on=c.withdrawn_on,
+                version=c.version,
+            )
+            for c in parts.consents
+        ],
+        plan=None
+        if parts.plan is None
+        else PlanOut(
+            goals=open_field(ring, parts.plan, "goals") or "", updated_at=parts.plan.updated_at
+        ),
+        interventions=[intervention_out(ring, i) for i in parts.interventions],
+        reviews=[review_out(ring, r) for r in parts.reviews],
+        sections=sections,
+        version=case.version,
+    )
+    if rereferrals is None:
+        return PanelCaseView(**common)
+    return CoordinatorCaseView(
+        **common,
+        possible_rereferrals=[
+            RereferralHint(
+                case_id=c.id,
+                reference=reference_of(c.id),
+                state=c.state,
+                submitted_at=c.submitted_at,
+            )
+            for c in rereferrals
+        ],
+    )
+
+
+def intervention_out(ring: KeyRing, i) -> InterventionOut:
+    return InterventionOut(
+        id=i.id,
+        type=i.type,
+        agency=i.agency,
+        status=i.status,
+        start_date=i.start_date,
+        end_date=i.end_date,
+        outcome=open_field(ring, i, "outcome"),
+        version=i.version,
+    )
+
+
+def review_out(ring: KeyRing, r) -> ReviewOut:
+    return ReviewOut(
+        id=r.id,
+        kind=r.kind,
+        months_after_exit=r.months_after_exit,
+        due_on=r.due_on,
+        done_on=r.done_on,
+        outcome=r.outcome,
+        notes=open_field(ring, r, "notes"),
+        version=r.version,
+    )

@@ -1,0 +1,1 @@
+"""Multi-agency panel meetings and their decisions on cases."""
