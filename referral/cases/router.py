@@ -499,7 +499,7 @@ async def worklist(
     request: Request,
     session: SessionDep,
     access: _can("worklist"),
-    days: Annotated[int, Query(ge=0, le=365)] = 14,
+    days: Annotated[int, Query(ge=0, le=731)] = 14,
 ) -> list[WorklistItem]:
     today = date.today()
     rows = (

@@ -1,0 +1,308 @@
+"""A referral's whole journey, driven by the role that does each step, over HTTP."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from referral.models.enums import Agency
+from tests.case_world import etag, make_town, move, new_case, referral_body
+
+
+@pytest.fixture
+async def town(client, world):
+    return await make_town(client, world)
+
+
+async def test_full_happy_path_from_referral_to_closure(client, town):
+    coordinator, referrer = town.coordinator, town.referrer
+    police = town.panel[Agency.police]
+    teacher = town.panel[Agency.education]
+    social = town.panel[Agency.social_services]
+
+    # a teacher refers a 15-year-old
+    case_id = await new_case(client, referrer)
+    url = f"/api/v1/cases/{case_id}"
+    seen = (await client.get(url, headers=referrer.headers)).json()
+    assert seen["stage"] == "received"
+
+    # screening, with the police deconflicting in their own section
+    assert (await move(client, coordinator, case_id, "screening")).status_code == 200
+    note = await client.post(
+        f"{url}/notes",
+        headers=police.headers,
+        json={"section": "police", "body": "No conflicting operation."},
+    )
+    assert note.status_code == 201, note.text
+    assert (await client.get(url, headers=teacher.headers)).status_code == 404  # not yet
+    screened = await client.put(
+        f"{url}/screening",
+        json={
+            "summary": "Referral is credible; proceed to assessment.",
+            "rereferrals_reviewed": True,
+        },
+        headers={**coordinator.headers, "If-Match": await etag(client, coordinator, case_id)},
+    )
+    assert screened.status_code == 200, screened.text
+    assert (await move(client, coordinator, case_id, "assessment")).status_code == 200
+
+    # assessment, then the panel
+    assessed = await client.post(
+        f"{url}/assessments",
+        headers=coordinator.headers,
+        json={
+            "section": "general",
+            "factors": [
+                {"dimension": "engagement", "factor": "online_content", "score": 2},
+                {"dimension": "intent", "factor": "expressed_intent", "score": 1},
+                {"dimension": "capability", "factor": "means", "score": 0},
+            ],
+            "summary": "Moderate engagement, low capability.",
+        },
+    )
+    assert assessed.status_code == 201, assessed.text
+    assert assessed.json()["totals"] == {"engagement": 2, "intent": 1, "capability": 0}
+    assert (await move(client, coordinator, case_id, "panel")).status_code == 200
+    school_view = await client.post(
+        f"{url}/assessments",
+        headers=teacher.headers,
+        json={"factors": [{"dimension": "engagement", "factor": "peer_influence", "score": 1}]},
+    )
+    assert school_view.status_code == 201
+    assert school_view.json()["section"] == "education"
+
+    meeting = await client.post(
+        "/api/v1/panel-meetings",
+        headers=coordinator.headers,
+        json={
+            "meeting_date": date.today().isoformat(),
+            "attendance": ["police", "education", "social_services", "health", "municipality"],
+        },
+    )
+    assert meeting.status_code == 201, meeting.text
+    decided = await client.post(
+        f"/api/v1/panel-meetings/{meeting.json()['id']}/decisions",
+        headers=coordinator.headers,
+        json={
+            "case_id": case_id,
+            "decision": "adopt",
+            "rationale": "Support through school and family.",
+            "dissenting_agencies": ["police"],
+            "dissent": "Would monitor more closely.",
+        },
+    )
+    assert decided.status_code == 201, decided.text
+    assert (await move(client, coordinator, case_id, "consent_pending")).status_code == 200
+
+    # the subject is 15: a guardian consents; a plan with an intervention
+    subject_consent = await client.post(
+        f"{url}/consents",
+        headers=coordinator.headers,
+        json={"given_by": "subject", "scope": ["mentoring"], "given_on": date.today().isoformat()},
+    )
+    assert subject_consent.status_code == 422
+    consent = await client.post(
+        f"{url}/consents",
+        headers=coordinator.headers,
+        json={
+            "given_by": "guardian",
+            "guardian_name": "Kujdestari Provë",
+            "scope": ["mentoring", "family_support"],
+            "given_on": date.today().isoformat(),
+        },
+    )
+    assert consent.status_code == 201, consent.text
+    too_early = await move(client, coordinator, case_id, "support")
+    assert too_early.status_code == 409
+    assert "plan_has_intervention" in too_early.json()["unmet"]
+    plan = await client.put(
+        f"{url}/plan",
+        json={"goals": "Mentoring and family support."},
+        headers={**coordinator.headers, "If-Match": await etag(client, coordinator, case_id)},
+    )
+    assert plan.status_code == 200, plan.text
+    intervention = await client.post(
+        f"{url}/interventions",
+        headers=coordinator.headers,
+        json={
+            "type": "family_support",
+            "agency": "social_services",
+            "start_date": date.today().isoformat(),
+        },
+    )
+    assert intervention.status_code == 201, intervention.text
+    assert (await move(client, coordinator, case_id, "support")).status_code == 200
+
+    # the social services worker delivers; the teacher may not touch their intervention
+    iid = intervention.json()["id"]
+    teacher_try = await client.patch(
+        f"{url}/interventions/{iid}",
+        json={"status": "active"},
+        headers={**teacher.headers, "If-Match": '"1"'},
+    )
+    assert teacher_try.status_code == 403
+    started = await client.patch(
+        f"{url}/interventions/{iid}",
+        json={"status": "active"},
+        headers={**social.headers, "If-Match": '"1"'},
+    )
+    assert started.status_code == 200, started.text
+    done = await client.patch(
+        f"{url}/interventions/{iid}",
+        json={"status": "completed", "outcome": "Went well."},
+        headers={**social.headers, "If-Match": started.headers["etag"]},
+    )
+    assert done.status_code == 200
+
+    # a plan review, then exit to monitoring with post-exit reviews at +6 and +12 months
+    review = await client.post(
+        f"{url}/reviews", headers=coordinator.headers, json={"due_on": date.today().isoformat()}
+    )
+    assert review.status_code == 201
+    recorded = await client.patch(
+        f"{url}/reviews/{review.json()['id']}",
+        json={"done_on": date.today().isoformat(), "outcome": "on_track"},
+        headers={**coordinator.headers, "If-Match": '"1"'},
+    )
+    assert recorded.status_code == 200, recorded.text
+    assert (await move(client, coordinator, case_id, "monitoring")).status_code == 409
+    monitored = await move(client, coordinator, case_id, "monitoring", exit_reason="risk_reduced")
+    assert monitored.status_code == 200, monitored.text
+    post_exit = [r for r in monitored.json()["reviews"] if r["kind"] == "post_exit"]
+    assert sorted(r["months_after_exit"] for r in post_exit) == [6, 12]
+    today = date.today()
+    assert date.fromisoformat(post_exit[0]["due_on"]) > today + timedelta(days=170)
+
+    worklist = await client.get(
+        "/api/v1/worklist", params={"days": 400}, headers=coordinator.headers
+    )
+    assert {i["review_id"] for i in worklist.json()} >= {r["id"] for r in post_exit}
+
+    # closing needs both post-exit reviews
+    early = await move(client, coordinator, case_id, "closed", outcome="support_completed")
+    assert early.status_code == 409
+    assert early.json()["unmet"] == ["post_exit_reviews_recorded"]
+    for r in post_exit:
+        ok = await client.patch(
+            f"{url}/reviews/{r['id']}",
+            json={"done_on": today.isoformat(), "outcome": "no_concern"},
+            headers={**coordinator.headers, "If-Match": f'"{r["version"]}"'},
+        )
+        assert ok.status_code == 200
+    closed = await move(client, coordinator, case_id, "closed", outcome="support_completed")
+    assert closed.status_code == 200, closed.text
+    final = closed.json()
+    assert final["state"] == "closed"
+    assert set(final["entered"]) == {
+        "submitted",
+        "screening",
+        "assessment",
+        "panel",
+        "consent_pending",
+        "support",
+        "monitoring",
+        "closed",
+    }
+
+    # the referrer learns the stage and the coarse outcome, and nothing else
+    theirs = await client.get(url, headers=referrer.headers)
+    assert theirs.json() == {
+        "id": case_id,
+        "reference": theirs.json()["reference"],
+        "stage": "closed",
+        "outcome": "support_completed",
+        "submitted_at": theirs.json()["submitted_at"],
+        "closed_at": theirs.json()["closed_at"],
+    }
+
+
+async def test_referrer_withdraws_before_screening_only(client, town):
+    case_id = await new_case(client, town.referrer)
+    withdrawn = await move(client, town.referrer, case_id, "closed", outcome="withdrawn")
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["stage"] == "closed"
+    assert withdrawn.json()["outcome"] == "withdrawn"
+
+    later = await new_case(client, town.referrer)
+    await move(client, town.coordinator, later, "screening")
+    refused = await move(client, town.referrer, later, "closed", outcome="withdrawn")
+    assert refused.status_code == 409
+
+
+async def test_immediate_risk_goes_to_the_police_from_any_active_state(client, town):
+    case_id = await new_case(client, town.referrer)
+    assert (
+        await move(client, town.coordinator, case_id, "closed", outcome="referred_to_police")
+    ).status_code == 409
+    closed = await move(
+        client,
+        town.coordinator,
+        case_id,
+        "closed",
+        outcome="referred_to_police",
+        immediate_risk=True,
+        reason="Credible threat reported today.",
+    )
+    assert closed.status_code == 200
+    assert closed.json()["closure_outcome"] == "referred_to_police"
+
+
+async def test_transition_needs_if_match_and_refuses_a_stale_one(client, town):
+    case_id = await new_case(client, town.referrer)
+    url = f"/api/v1/cases/{case_id}/transitions"
+    missing = await client.post(url, json={"to": "screening"}, headers=town.coordinator.headers)
+    assert missing.status_code == 428
+    stale = await client.post(
+        url, json={"to": "screening"}, headers={**town.coordinator.headers, "If-Match": '"999"'}
+    )
+    assert stale.status_code == 412
+    current = await client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
+    assert current.json()["state"] == "submitted"
+
+
+async def test_referrer_adds_information_but_never_reads_notes(client, town):
+    case_id = await new_case(client, town.referrer)
+    url = f"/api/v1/cases/{case_id}"
+    added = await client.post(
+        f"{url}/information",
+        headers=town.referrer.headers,
+        json={"body": "The student missed three days this week."},
+    )
+    assert added.status_code == 201
+    assert (await client.get(f"{url}/notes", headers=town.referrer.headers)).status_code == 403
+    notes = await client.get(f"{url}/notes", headers=town.coordinator.headers)
+    assert [n["kind"] for n in notes.json()] == ["information"]
+
+
+async def test_referral_validation_is_problem_json_without_echo(client, town):
+    body = referral_body(given="Unique-Synthetic-Name-Qx")
+    body["subject"]["date_of_birth"] = "2999-01-01"
+    body["indicators"] = []
+    response = await client.post(
+        "/api/v1/referrals",
+        json=body,
+        headers={**town.referrer.headers, "Idempotency-Key": "validation-test-1"},
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    locations = {tuple(e["loc"]) for e in response.json()["errors"]}
+    assert ("body", "subject", "date_of_birth") in locations
+    assert ("body", "indicators") in locations
+    assert "Unique-Synthetic-Name-Qx" not in response.text
+    minor = referral_body()
+    minor["subject"].pop("guardian")
+    refused = await client.post(
+        "/api/v1/referrals",
+        json=minor,
+        headers={**town.referrer.headers, "Idempotency-Key": "validation-test-2"},
+    )
+    assert refused.status_code == 422
+    mass = referral_body(state="closed", municipality_id=str(town.municipality_id))
+    assert (
+        await client.post(
+            "/api/v1/referrals",
+            json=mass,
+            headers={**town.referrer.headers, "Idempotency-Key": "validation-test-3"},
+        )
+    ).status_code == 422
