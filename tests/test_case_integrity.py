@@ -227,9 +227,13 @@ SECRET_TEXT = "Unmistakable synthetic narrative about a weekend camp"
 async def _dump(test_db) -> str:
     url = make_url(test_db.url)
     if not test_db.is_postgres:
-        path = Path(url.database)
-        raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
-        return raw.decode("utf-8", errors="replace")
+        # Read in another process: closing a descriptor of a live SQLite file in this
+        # process would drop SQLite's POSIX locks, and it would then delete its WAL.
+        files = [str(p) for p in (Path(url.database), Path(f"{url.database}-wal")) if p.exists()]
+        result = await asyncio.to_thread(
+            subprocess.run, ["cat", *files], capture_output=True, timeout=60, check=True
+        )
+        return result.stdout.decode("utf-8", errors="replace")
     pg_dump = shutil.which("pg_dump")
     assert pg_dump, "pg_dump is needed for the PostgreSQL dump test"
     result = await asyncio.to_thread(
