@@ -15,8 +15,9 @@ from sqlmodel import func, select
 
 from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
 from referral.demo.seed import MUNICIPALITIES, DemoRefused, seed_demo
-from referral.models import Municipality, Organisation, User
+from referral.models import CaseFile, Municipality, Organisation, User
 from referral.models.enums import Agency, Role
+from tests.case_world import HAPPY_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,8 +135,13 @@ async def test_demo_seed_creates_the_directory_once(settings, tmp_path):
             count = (await s.exec(select(func.count()).select_from(Municipality))).one()
             regions = set((await s.exec(select(Municipality.region))).all())
             users = (await s.exec(select(User, Organisation).join(Organisation))).all()
+            states = dict(
+                (await s.exec(select(CaseFile.state, func.count()).group_by(CaseFile.state))).all()
+            )
         await engine.dispose()
         assert count == 38 == sum(len(v) for v in MUNICIPALITIES.values())
+        assert set(states) == set(HAPPY_PATH)  # demo cases in every state
+        assert 200 <= sum(states.values()) <= 1000
         assert regions == set(MUNICIPALITIES)
         assert {u.role for u, _ in users} == {r.value for r in Role}
         municipalities = {u.municipality_id for u, _ in users if u.municipality_id}

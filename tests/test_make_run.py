@@ -84,6 +84,12 @@ def test_referral_dev_from_nothing_then_again(tmp_path):
             data={"username": "gjilan.coordinator", "password": logins["gjilan.coordinator"]},
         )
         assert response.status_code == 200
+        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        cases = httpx.get(f"http://127.0.0.1:{port}/api/v1/cases", headers=headers).json()
+        assert len(cases["items"]) == 50  # a living system: a full first page of demo cases
+        first = cases["items"][0]["id"]
+        detail = httpx.get(f"http://127.0.0.1:{port}/api/v1/cases/{first}", headers=headers)
+        assert detail.json()["subject"]["given_name"].startswith("Demo-")
         assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
     finally:
         _stop(process)

@@ -7,6 +7,7 @@ Passwords are random, printed once and kept in var/demo-logins.txt (mode 0600).
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import string
 
@@ -14,8 +15,11 @@ from sqlmodel import select
 
 from referral.auth import passwords
 from referral.bootstrap import national_admin_organisation
+from referral.cases.service import CaseKeys
+from referral.cases.workflow import load_workflow
 from referral.config import Environment, Settings
 from referral.db import create_engine, create_sessionmaker
+from referral.demo.cases import seed_demo_cases
 from referral.models import Municipality, Organisation, User
 from referral.models.enums import Agency, Role
 
@@ -47,6 +51,14 @@ MUNICIPALITIES: dict[str, tuple[str, ...]] = {
 }
 DEMO_MUNICIPALITIES = ("gjilan", "prishtine")
 DEMO_MARK = "[DEMO]"
+DEMO_CASES_PER_MUNICIPALITY = 150
+
+
+def _case_keys(settings: Settings) -> CaseKeys:
+    workflow = load_workflow(settings.policies_dir / "workflow.yaml")
+    return CaseKeys(
+        ring=settings.key_ring, blind_key=settings.blind_index_secret, workflow=workflow
+    )
 
 
 def municipality_code(name: str) -> str:
@@ -76,7 +88,7 @@ async def seed_demo(settings: Settings) -> str:
                 if logins_file.exists():
                     return logins_file.read_text()
                 return "demo data already present (var/demo-logins.txt is gone)"
-            logins = await _seed(session)
+            logins = await _seed(session, _case_keys(settings))
     finally:
         await engine.dispose()
     text = _format_logins(logins)
@@ -87,7 +99,8 @@ async def seed_demo(settings: Settings) -> str:
     return text
 
 
-async def _seed(session) -> list[tuple[str, str, str]]:
+async def _seed(session, keys: CaseKeys) -> list[tuple[str, str, str]]:
+    rng = random.Random(20261121)  # the same demo world on every machine
     by_code: dict[str, Municipality] = {}
     for region, names in MUNICIPALITIES.items():
         for name in names:
@@ -100,19 +113,19 @@ async def _seed(session) -> list[tuple[str, str, str]]:
 
     async def add_user(
         username: str, role: Role, organisation: Organisation, municipality: Municipality | None
-    ) -> None:
+    ) -> User:
         password = _demo_password()
-        session.add(
-            User(
-                username=username,
-                display_name=f"{DEMO_MARK} {role.value.replace('_', ' ')} {username}",
-                role=role,
-                organisation_id=organisation.id,
-                municipality_id=municipality.id if municipality else None,
-                password_hash=await passwords.hash_password(password),
-            )
+        user = User(
+            username=username,
+            display_name=f"{DEMO_MARK} {role.value.replace('_', ' ')} {username}",
+            role=role,
+            organisation_id=organisation.id,
+            municipality_id=municipality.id if municipality else None,
+            password_hash=await passwords.hash_password(password),
         )
+        session.add(user)
         logins.append((username, role.value, password))
+        return user
 
     for code in DEMO_MUNICIPALITIES:
         municipality = by_code[code]
@@ -126,17 +139,32 @@ async def _seed(session) -> list[tuple[str, str, str]]:
             session.add(organisation)
             organisations[agency] = organisation
         await session.flush()
-        await add_user(
-            f"{code}.referrer.school", Role.referrer, organisations[Agency.education], municipality
-        )
-        await add_user(
-            f"{code}.referrer.health", Role.referrer, organisations[Agency.health], municipality
-        )
-        await add_user(
+        referrers = [
+            await add_user(
+                f"{code}.referrer.school",
+                Role.referrer,
+                organisations[Agency.education],
+                municipality,
+            ),
+            await add_user(
+                f"{code}.referrer.health", Role.referrer, organisations[Agency.health], municipality
+            ),
+        ]
+        coordinator = await add_user(
             f"{code}.coordinator",
             Role.coordinator,
             organisations[Agency.municipality],
             municipality,
+        )
+        await session.flush()
+        await seed_demo_cases(
+            session,
+            keys,
+            municipality.id,
+            referrers,
+            coordinator,
+            DEMO_CASES_PER_MUNICIPALITY,
+            rng,
         )
         for agency, organisation in organisations.items():
             await add_user(
