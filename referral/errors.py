@@ -80,6 +80,21 @@ class Unprocessable(ProblemError):
     status, slug, title = 422, "validation-error", "The request is not valid"
 
 
+def invalid_field(
+    field: str,
+    message: str,
+    *,
+    detail: str | None = None,
+    kind: str = "value_error",
+    where: str = "body",
+) -> Unprocessable:
+    """A 422 about one field, shaped like a validation error: location, message, type."""
+    return Unprocessable(
+        detail or f"{field}: {message}",
+        extra={"errors": [{"loc": [where, field], "msg": message, "type": kind}]},
+    )
+
+
 class PreconditionRequired(ProblemError):
     status, slug, title = 428, "precondition-required", "If-Match header required"
 

@@ -20,7 +20,7 @@ from referral.auth.service import normalise_username, revoke_all_sessions, set_p
 from referral.authz.dependencies import Access
 from referral.authz.policy import AccessPolicy
 from referral.concurrency import versioned_update
-from referral.errors import Conflict, PreconditionFailed, Unprocessable
+from referral.errors import Conflict, PreconditionFailed, invalid_field
 from referral.models import Municipality, Organisation, User
 from referral.models.base import utcnow
 from referral.pagination import PageParams, keyset, split_page
@@ -29,11 +29,7 @@ from referral.pagination import PageParams, keyset, split_page
 SESSION_ENDING_FIELDS = frozenset({"role", "organisation_id", "municipality_id", "is_active"})
 
 
-def _invalid(field: str, message: str) -> Unprocessable:
-    return Unprocessable(
-        f"{field}: {message}",
-        extra={"errors": [{"loc": ["body", field], "msg": message, "type": "value_error"}]},
-    )
+_invalid = invalid_field
 
 
 async def list_visible(

@@ -6,19 +6,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from referral.authz.resources import RESOURCES
 from referral.models.enums import Agency, Role, Section
+from referral.policy_files import PolicyError, load_policy
+
+__all__ = ["AccessPolicy", "Grant", "PolicyError", "Scope", "load_access_policy"]
 
 STAGE_STATES = frozenset(
     {"submitted", "screening", "assessment", "panel", "consent_pending", "support", "monitoring"}
 )
-
-
-class PolicyError(RuntimeError):
-    """A policy file is missing or invalid; the app must not start."""
 
 
 class Scope(StrEnum):
@@ -140,11 +138,4 @@ class AccessPolicy(_Frozen):
 
 
 def load_access_policy(path: Path) -> AccessPolicy:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: cannot be read: {exc}") from exc
-    try:
-        return AccessPolicy.model_validate(raw)
-    except ValidationError as exc:
-        raise PolicyError(f"{path}: invalid: {exc}") from exc
+    return load_policy(path, AccessPolicy)

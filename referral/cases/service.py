@@ -35,7 +35,7 @@ from referral.cases.schemas import (
 )
 from referral.cases.workflow import Workflow
 from referral.crypto import KeyRing, blind_index, open_field, seal_field
-from referral.errors import Conflict, Forbidden, Unprocessable
+from referral.errors import Conflict, Forbidden, invalid_field
 from referral.models import (
     CaseAssessment,
     CaseConsent,
@@ -96,17 +96,12 @@ async def claim_idempotency_key(
         return None
     earlier = await session.get(IdempotencyRecord, (user_id, key))
     if earlier is None or earlier.request_hash != fingerprint:
-        raise Unprocessable(
-            "This Idempotency-Key was already used with a different request.",
-            extra={
-                "errors": [
-                    {
-                        "loc": ["header", "Idempotency-Key"],
-                        "msg": "reused with another body",
-                        "type": "idempotency_key_reused",
-                    }
-                ]
-            },
+        raise invalid_field(
+            "Idempotency-Key",
+            "reused with another body",
+            where="header",
+            kind="idempotency_key_reused",
+            detail="This Idempotency-Key was already used with a different request.",
         )
     return earlier
 
@@ -265,13 +260,8 @@ async def transition(
         immediate_risk=body.immediate_risk,
     )
     if body.exit_reason is not None and body.exit_reason not in workflow.exit_reasons:
-        raise Unprocessable(
-            f"exit_reason must be one of {list(workflow.exit_reasons)}",
-            extra={
-                "errors": [
-                    {"loc": ["body", "exit_reason"], "msg": "unknown exit reason", "type": "enum"}
-                ]
-            },
+        raise invalid_field(
+            "exit_reason", f"must be one of {list(workflow.exit_reasons)}", kind="enum"
         )
     facts = await gather_facts(session, keys, case)
     verdict = lifecycle.evaluate(workflow, access.actor.role, case.state, request, facts)
@@ -450,27 +440,14 @@ async def add_consent(
     _require_state(case, ("consent_pending", "support"), "Consent")
     born = date.fromisoformat(open_field(keys.ring, case, "date_of_birth") or "")
     if age_on(born, body.given_on) < 18 and body.given_by is not ConsentGiver.guardian:
-        raise Unprocessable(
-            "The subject was under 18 on that date: a guardian must consent.",
-            extra={
-                "errors": [
-                    {
-                        "loc": ["body", "given_by"],
-                        "msg": "a guardian must consent",
-                        "type": "guardian_required",
-                    }
-                ]
-            },
+        raise invalid_field(
+            "given_by",
+            "a guardian must consent",
+            kind="guardian_required",
+            detail="The subject was under 18 on that date: a guardian must consent.",
         )
     if body.given_on > date.today():
-        raise Unprocessable(
-            "Consent cannot be recorded for a future date.",
-            extra={
-                "errors": [
-                    {"loc": ["body", "given_on"], "msg": "in the future", "type": "future_date"}
-                ]
-            },
-        )
+        raise invalid_field("given_on", "may not be in the future", kind="future_date")
     consent = CaseConsent(
         case_id=case.id,
         given_by=body.given_by,
@@ -570,7 +547,7 @@ async def update_intervention(
     changes = body.model_dump(exclude_unset=True)
     for field in ("status",):
         if field in changes and changes[field] is None:
-            raise Unprocessable(f"{field} may not be null")
+            raise invalid_field(field, "may not be null")
     for field, value in changes.items():
         if field == "outcome":
             seal_field(keys.ring, intervention, "outcome", value)

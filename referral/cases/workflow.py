@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from referral.authz.policy import PolicyError
 from referral.models.enums import Role
+from referral.policy_files import load_policy
 
 GUARDS = frozenset(
     {
@@ -81,11 +80,4 @@ class Workflow(_Frozen):
 
 
 def load_workflow(path: Path) -> Workflow:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: cannot be read: {exc}") from exc
-    try:
-        return Workflow.model_validate(raw)
-    except ValidationError as exc:
-        raise PolicyError(f"{path}: invalid: {exc}") from exc
+    return load_policy(path, Workflow)
