@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from referral.admin.router import router as admin_router
+from referral.audit.router import router as audit_router
 from referral.auth.router import router as auth_router
 from referral.cases.router import router as cases_router
 from referral.health.router import router as health_router
@@ -31,7 +32,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 
 def mount(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX, route_class=ProblemRoute)
-    for feature in (auth_router, admin_router, cases_router, panels_router):
+    for feature in (auth_router, admin_router, cases_router, panels_router, audit_router):
         api.include_router(feature)
     app.include_router(health_router)
     app.include_router(api)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 @db_app.command("upgrade")
@@ -28,6 +32,64 @@ def db_upgrade(revision: str = "head") -> None:
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to a revision (`base` removes every table)."""
     migrate.downgrade(DatabaseSettings().database_url, revision)
+
+
+def _read_checkpoint(checkpoint_file: Path | None):
+    from referral.audit.chain import Checkpoint
+
+    if checkpoint_file is None:
+        return None
+    data = json.loads(checkpoint_file.read_text())
+    return Checkpoint(seq=int(data["seq"]), hash=str(data["hash"]))
+
+
+async def _verify(checkpoint, show_progress: bool):
+    from referral.audit import chain
+    from referral.db import create_engine, create_sessionmaker
+
+    settings = get_settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            total = await chain.count_events(session)
+            if not show_progress:
+                return await chain.verify(session, settings.audit_chain_key, checkpoint)
+            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                return await chain.verify(
+                    session, settings.audit_chain_key, checkpoint, progress=bar.update
+                )
+    finally:
+        await engine.dispose()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoint: Path | None = typer.Option(
+        None, help="A head printed earlier by `referral audit checkpoint`: detects truncation"
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar on standard error"),
+) -> None:
+    """Verify the hash chain; exit 1 and name the first broken event if it does not hold."""
+    result = asyncio.run(_verify(_read_checkpoint(checkpoint), progress))
+    if result.unchained:
+        typer.echo(f"note: {result.unchained} events predate the chain and are not covered")
+    if result.ok:
+        typer.echo(
+            f"OK: {result.checked} events verified; head {result.head_seq} {result.head_hash}"
+        )
+        return
+    typer.echo(f"BROKEN at event {result.first_broken}: {result.reason}", err=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Print the chain's head (sequence and hash) as JSON, to be kept outside the database."""
+    result = asyncio.run(_verify(None, False))
+    if not result.ok:
+        typer.echo(f"BROKEN at event {result.first_broken}: {result.reason}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"seq": result.head_seq, "hash": result.head_hash}))
 
 
 @app.command("secrets")

@@ -31,7 +31,7 @@ EXAMPLE_SECRETS = frozenset(
     }
 )
 
-SECRET_FIELDS = ("jwt_secret", "data_keys", "blind_index_key")
+SECRET_FIELDS = ("jwt_secret", "data_keys", "blind_index_key", "audit_key")
 
 
 class Environment(StrEnum):
@@ -68,6 +68,8 @@ class Settings(DatabaseSettings):
     data_keys: SecretStr | None = None
     # HMAC key of the blind index used to find re-referrals without decrypting.
     blind_index_key: SecretStr | None = None
+    # HMAC key of the audit hash chain; kept outside the database it protects.
+    audit_key: SecretStr | None = None
     jwt_issuer: str = "referral"
     jwt_audience: str = "referral-api"
     access_token_minutes: int = Field(default=15, ge=1, le=60)
@@ -106,6 +108,12 @@ class Settings(DatabaseSettings):
         if self.blind_index_key is None:
             raise RuntimeError("REFERRAL_BLIND_INDEX_KEY is not set")
         return derive_key(self.blind_index_key.get_secret_value(), "blind-index/v1")
+
+    @property
+    def audit_chain_key(self) -> bytes:
+        if self.audit_key is None:
+            raise RuntimeError("REFERRAL_AUDIT_KEY is not set")
+        return derive_key(self.audit_key.get_secret_value(), "audit-chain/v1")
 
     @property
     def jwt_key(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from referral.audit.chain import seal_pending
 from referral.config import Settings
 from referral.errors import ServiceUnavailable
 
@@ -58,6 +59,8 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     try:
         async with _sessionmaker(request)() as session, session.begin():
             yield session
+            # Fail closed: if the audit events cannot be chained, nothing commits.
+            await seal_pending(session, request.app.state.audit_key)
     except PoolTimeout as exc:
         raise ServiceUnavailable(
             "The database is busy; try again shortly.", headers={"Retry-After": "2"}

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.access_policy = access_policy
+    app.state.audit_key = settings.audit_chain_key
     app.state.case_keys = CaseKeys(
         ring=settings.key_ring, blind_key=settings.blind_index_secret, workflow=workflow
     )

@@ -55,6 +55,7 @@ def settings(test_db: ScratchDatabase) -> Settings:
         jwt_secret=generate_secret("jwt_secret"),
         data_keys=generate_secret("data_keys"),
         blind_index_key=generate_secret("blind_index_key"),
+        audit_key=generate_secret("audit_key"),
         password_hash_concurrency=4,
     )
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from referral.audit.chain import seal_pending, track
 from referral.authz.actor import Actor
 from referral.models import AuditEvent
 
@@ -51,14 +52,14 @@ def build_event(
         status_code=status_code,
         request_id=getattr(request.state, "request_id", None),
         client_address=request.client.host if request.client else None,
-        purpose=purpose,
+        purpose=purpose or getattr(request.state, "audit_purpose", None),
         fields=sorted(fields),
     )
 
 
 def record(session: AsyncSession, request: Request, **kwargs: object) -> None:
-    """Add an event to the request's transaction (flushed with the change it describes)."""
-    session.add(build_event(request, **kwargs))  # type: ignore[arg-type]
+    """Add an event to the request's transaction; it is chained when that transaction commits."""
+    track(session, build_event(request, **kwargs))  # type: ignore[arg-type]
 
 
 async def record_denied(request: Request, status_code: int, reason: str) -> None:
@@ -76,7 +77,8 @@ async def record_denied(request: Request, status_code: int, reason: str) -> None
     )
     try:
         async with request.app.state.sessionmaker() as session, session.begin():
-            session.add(event)
+            track(session, event)
+            await seal_pending(session, request.app.state.audit_key)
     except Exception:
         logger.exception("could not write the audit event of a denied request")
         raise

@@ -31,6 +31,15 @@ class Access:
     def filter(self) -> ColumnElement[bool]:
         return authz.scope_filter(self.policy, self.actor, self.action, self.resource)
 
+    def policy_filter(self, action: str) -> ColumnElement[bool]:
+        """The scope of another action on the same resource, as the same actor."""
+        return authz.scope_filter(self.policy, self.actor, action, self.resource)
+
+    def scope_without_break_glass(self) -> ColumnElement[bool]:
+        return authz.scope_filter(
+            self.policy, self.actor, self.action, self.resource, break_glass=False
+        )
+
     @property
     def readable_sections(self) -> frozenset[str]:
         return self.policy.readable_sections(self.grant, self.actor.agency)

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from referral.authz.resources import RESOURCES
 from referral.models.enums import Agency, Role, Section
@@ -75,6 +75,19 @@ def _check_grants(grants: dict[str, Grant], where: str) -> None:
             raise ValueError(f"{here}: views and sections are only for cases")
 
 
+class BreakGlassPolicy(_Frozen):
+    minutes: int = Field(ge=1, le=24 * 60)
+    min_reason_length: int = Field(ge=1)
+    opens: frozenset[str]
+
+    @model_validator(mode="after")
+    def _opens_reads(self) -> BreakGlassPolicy:
+        reads = {"read", "read_notes", "read_assessments"}
+        if not self.opens <= reads:
+            raise ValueError(f"break_glass.opens may only name read actions {sorted(reads)}")
+        return self
+
+
 class RolePolicy(_Frozen):
     national: bool
     grants: dict[str, Grant]
@@ -87,6 +100,7 @@ class SectionRule(_Frozen):
 class AccessPolicy(_Frozen):
     version: int
     common: dict[str, Grant]
+    break_glass: BreakGlassPolicy
     sections: dict[Section, SectionRule]
     agency_sections: dict[Agency, Section]
     roles: dict[Role, RolePolicy]

@@ -74,6 +74,7 @@ RESOURCES: dict[str, ResourceSpec] = {
                     "update_intervention",
                     "review",
                     "worklist",
+                    "break_glass",
                 }
             ),
             model=CaseFile,
@@ -81,6 +82,10 @@ RESOURCES: dict[str, ResourceSpec] = {
             owner_attr="referrer_user_id",
             has_stage_timestamps=True,
             views=CASE_VIEWS,
+        ),
+        ResourceSpec(
+            "audit",
+            frozenset({"search", "verify", "read_break_glass", "review_break_glass"}),
         ),
         ResourceSpec(
             "panel_meeting",

@@ -10,10 +10,13 @@ from sqlmodel import col, select
 from referral import audit
 from referral.authz.dependencies import Access, authorize
 from referral.cases import repository, service, views
+from referral.cases.break_glass import request_access as request_break_glass
 from referral.cases.dependencies import KeysDep, idempotency_key, optional_version
 from referral.cases.schemas import (
     AssessmentCreate,
     AssessmentOut,
+    BreakGlassCreate,
+    BreakGlassOut,
     CaseListItem,
     ConsentCreate,
     ConsentOut,
@@ -59,8 +62,8 @@ def _can(action: str) -> Any:
     return Annotated[Access, Depends(authorize("case", action))]
 
 
-async def _case(session, access: Access, case_id: uuid.UUID) -> CaseFile:
-    return await repository.case_in_scope(session, access, case_id)
+async def _case(session, access: Access, case_id: uuid.UUID, request: Request) -> CaseFile:
+    return await repository.case_in_scope(session, access, case_id, request)
 
 
 async def _view(session, keys, access: Access, case: CaseFile) -> CaseView:
@@ -158,7 +161,7 @@ async def read_case(
     case_id: uuid.UUID,
     access: _can("read"),
 ) -> Any:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     view = await _view(session, keys, access, case)
     _audit(session, request, "read", [case.id], view.model_fields_set)
     set_etag(response, case.version)
@@ -179,7 +182,7 @@ async def transition_case(
     body: TransitionCreate,
     access: _can("transition"),
 ) -> Any:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     record = await service.transition(session, keys, access, case, body, expected_version(request))
     _audit(
         session,
@@ -210,7 +213,7 @@ async def add_information(
     access: _can("add_information"),
     version: OptionalVersion,
 ) -> dict[str, Any]:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     if case.state == keys.workflow.terminal:
         raise Conflict("The referral is closed.")
     note = await service.add_note(
@@ -229,7 +232,7 @@ async def list_notes(
     case_id: uuid.UUID,
     access: _can("read_notes"),
 ) -> list[NoteOut]:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     notes = await repository.notes_in(session, case.id, access.readable_sections)
     _audit(session, request, "read_notes", [case.id, *(n.id for n in notes)])
     return [views.note_out(keys.ring, n) for n in notes]
@@ -246,7 +249,7 @@ async def add_note(
     access: _can("add_note"),
     version: OptionalVersion,
 ) -> NoteOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     section = service.writable_section(access, body.section)
     note = await service.add_note(session, keys, access, case, section, body.body, "note", version)
     _audit(session, request, "add_note", [case.id, note.id], ["section", "body"])
@@ -271,7 +274,7 @@ async def put_screening(
     body: ScreeningPut,
     access: _can("screen"),
 ) -> ScreeningOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     screening = await service.put_screening(
         session,
         keys,
@@ -299,7 +302,7 @@ async def list_assessments(
     case_id: uuid.UUID,
     access: _can("read_assessments"),
 ) -> list[AssessmentOut]:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     rows = await repository.assessments_in(session, case.id, access.readable_sections)
     _audit(session, request, "read_assessments", [case.id, *(a.id for a in rows)])
     return [views.assessment_out(keys.ring, a) for a in rows]
@@ -316,7 +319,7 @@ async def add_assessment(
     access: _can("assess"),
     version: OptionalVersion,
 ) -> AssessmentOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     assessment = await service.add_assessment(session, keys, access, case, body, version)
     _audit(session, request, "assess", [case.id, assessment.id], body.model_fields_set)
     set_etag(response, case.version)
@@ -349,7 +352,7 @@ async def add_consent(
     access: _can("consent"),
     version: OptionalVersion,
 ) -> ConsentOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     consent = await service.add_consent(session, keys, access, case, body, version)
     _audit(session, request, "consent", [case.id, consent.id], body.model_fields_set)
     set_etag(response, case.version)
@@ -371,7 +374,7 @@ async def withdraw_consent(
     body: ConsentWithdrawal,
     access: _can("consent"),
 ) -> ConsentOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     consent = await service.withdraw_consent(
         session, case, consent_id, body.withdrawn_on, expected_version(request)
     )
@@ -394,7 +397,7 @@ async def put_plan(
     body: PlanPut,
     access: _can("manage_plan"),
 ) -> PlanOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     plan = await service.put_plan(
         session, keys, access, case, body.goals, expected_version(request)
     )
@@ -414,7 +417,7 @@ async def add_intervention(
     access: _can("manage_plan"),
     version: OptionalVersion,
 ) -> InterventionOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     intervention = await service.add_intervention(session, case, body, version)
     _audit(session, request, "add_intervention", [case.id, intervention.id], body.model_fields_set)
     set_etag(response, case.version)
@@ -436,7 +439,7 @@ async def update_intervention(
     body: InterventionUpdate,
     access: _can("update_intervention"),
 ) -> InterventionOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     intervention, changed = await service.update_intervention(
         session, keys, access, case, intervention_id, body, expected_version(request)
     )
@@ -459,7 +462,7 @@ async def add_review(
     access: _can("review"),
     version: OptionalVersion,
 ) -> ReviewOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     review = await service.add_review(session, case, body.due_on, version)
     _audit(session, request, "schedule_review", [case.id, review.id], ["due_on"])
     set_etag(response, case.version)
@@ -481,7 +484,7 @@ async def record_review(
     body: ReviewRecord,
     access: _can("review"),
 ) -> ReviewOut:
-    case = await _case(session, access, case_id)
+    case = await _case(session, access, case_id, request)
     review = await service.record_review(
         session, keys, access, case, review_id, body, expected_version(request)
     )
@@ -527,3 +530,30 @@ async def worklist(
         )
         for r, case_id in rows
     ]
+
+
+@router.post(
+    "/cases/{case_id}/break-glass",
+    response_model=BreakGlassOut,
+    status_code=201,
+    summary="Emergency read access to a case outside your scope (audited, reviewed)",
+)
+async def break_glass(
+    request: Request,
+    session: SessionDep,
+    keys: KeysDep,
+    case_id: uuid.UUID,
+    body: BreakGlassCreate,
+    access: _can("break_glass"),
+) -> BreakGlassOut:
+    grant = await request_break_glass(session, keys, access, case_id, body.reason)
+    audit.record(
+        session,
+        request,
+        action="case.break_glass",
+        resource_type="case",
+        resource_ids=[case_id, grant.id],
+        purpose="break_glass",
+        fields=["reason"],
+    )
+    return BreakGlassOut(grant_id=grant.id, case_id=case_id, expires_at=grant.expires_at)

@@ -337,6 +337,16 @@ class ReviewRecord(StrictRequest):
     notes: LongText | None = None
 
 
+class BreakGlassCreate(StrictRequest):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class BreakGlassOut(BaseModel):
+    grant_id: uuid.UUID
+    case_id: uuid.UUID
+    expires_at: datetime
+
+
 class WorklistItem(BaseModel):
     review_id: uuid.UUID
     case_id: uuid.UUID

@@ -1,6 +1,6 @@
 """Every table model, imported here so Alembic and the app see one complete metadata."""
 
-from referral.models.audit import AuditEvent
+from referral.models.audit import AuditChainHead, AuditEvent, BreakGlassGrant
 from referral.models.auth import AuthSession, LoginThrottle, RefreshToken
 from referral.models.base import metadata
 from referral.models.case import (
@@ -20,8 +20,10 @@ from referral.models.panel import PanelDecision, PanelMeeting
 from referral.models.user import User
 
 __all__ = [
+    "AuditChainHead",
     "AuditEvent",
     "AuthSession",
+    "BreakGlassGrant",
     "CaseAssessment",
     "CaseConsent",
     "CaseFile",

@@ -8,10 +8,20 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Integer, String, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
 from sqlmodel import Field, SQLModel
 
-from referral.models.base import UTCDateTime, utcnow
+from referral.models.base import UTCDateTime, utcnow, uuid7
 
 OUTCOMES = ("allowed", "denied", "error")
 
@@ -39,3 +49,46 @@ class AuditEvent(SQLModel, table=True):
     client_address: str | None = Field(default=None, sa_type=String(64))
     purpose: str | None = Field(default=None, sa_type=String(64))
     fields: list[str] = Field(default_factory=list, sa_type=JSON)
+    # The chain: hash = HMAC-SHA256(audit key, prev_hash || canonical JSON of the row).
+    prev_hash: str | None = Field(default=None, sa_type=String(64))
+    hash: str | None = Field(default=None, sa_type=String(64))
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The one row that says where the chain ends. Sealing locks it, so chaining is serial."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = Field(default=0, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    hash: str = Field(sa_type=String(64))
+
+
+class BreakGlassGrant(SQLModel, table=True):
+    """Time-boxed read access to a case outside the actor's scope, queued for the auditor."""
+
+    __tablename__ = "break_glass_grant"
+    __table_args__ = (CheckConstraint("verdict IN ('justified', 'unjustified')", name="verdict"),)
+
+    id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
+    case_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("case_file.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    user_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("user_account.id", ondelete="RESTRICT"), nullable=False, index=True
+        )
+    )
+    reason_enc: str = Field(sa_type=Text)
+    granted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reviewed_by: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("user_account.id", ondelete="RESTRICT"), nullable=True),
+    )
+    verdict: str | None = Field(default=None, sa_type=String(16))
+    review_note_enc: str | None = Field(default=None, sa_type=Text)
+    version: int = Field(default=1)

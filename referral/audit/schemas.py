@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from referral.auth.schemas import StrictRequest
+from referral.cases.schemas import LongText
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    occurred_at: datetime
+    actor_user_id: uuid.UUID | None
+    actor_role: str | None
+    actor_organisation_id: uuid.UUID | None
+    actor_municipality_id: uuid.UUID | None
+    action: str
+    resource_type: str | None
+    resource_ids: list[str]
+    outcome: str
+    status_code: int | None
+    request_id: str | None
+    client_address: str | None
+    purpose: str | None
+    fields: list[str]
+    hash: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_after: int | None
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    checked: int
+    unchained: int
+    head_seq: int
+    head_hash: str
+    first_broken: int | None
+    reason: str | None
+
+
+class BreakGlassOut(BaseModel):
+    id: uuid.UUID
+    case_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: str
+    granted_at: datetime
+    expires_at: datetime
+    reviewed_at: datetime | None
+    reviewed_by: uuid.UUID | None
+    verdict: str | None
+    review_note: str | None
+
+
+class BreakGlassReview(StrictRequest):
+    verdict: Literal["justified", "unjustified"]
+    note: LongText | None = None
