@@ -64,8 +64,10 @@ def record(session: AsyncSession, request: Request, **kwargs: object) -> None:
 
 async def record_denied(request: Request, status_code: int, reason: str) -> None:
     """Write a denied attempt in its own transaction; never lets a failure hide the denial."""
+    from referral.authz.dependencies import route_permission
+
     route = request.scope.get("route")
-    action = getattr(route, "name", None) or "unknown_route"
+    action = route_permission(route) or getattr(route, "name", None) or "unknown_route"
     path_ids = [str(v) for v in request.path_params.values()]
     event = build_event(
         request,

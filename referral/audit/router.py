@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import JSON, cast, exists, func
+from sqlalchemy import cast, exists, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 
@@ -38,7 +38,8 @@ def _mentions(session, case_id: uuid.UUID):
     """Events naming the case among their resource ids (single reads and lists alike)."""
     if session.bind.dialect.name == "postgresql":
         return cast(AuditEvent.resource_ids, JSONB).contains([str(case_id)])
-    each = func.json_each(cast(AuditEvent.resource_ids, JSON)).table_valued("value")
+    # no CAST on SQLite: it would give the JSON text numeric affinity
+    each = func.json_each(AuditEvent.resource_ids).table_valued("value")
     return exists(select(1).select_from(each).where(each.c.value == str(case_id)))
 
 

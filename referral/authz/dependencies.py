@@ -75,3 +75,14 @@ class authorize:
         if grant is None:
             raise Forbidden(f"Your role may not {self.action} {self.resource} records.")
         return Access(actor, policy, self.resource, self.action, grant)
+
+
+def route_permission(route: Any) -> str | None:
+    """`resource.action` of the guard on a route (how its denials are named in the trail)."""
+    pending = list(getattr(getattr(route, "dependant", None), "dependencies", []))
+    while pending:
+        dependency = pending.pop()
+        if isinstance(dependency.call, authorize):
+            return f"{dependency.call.resource}.{dependency.call.action}"
+        pending.extend(dependency.dependencies)
+    return None

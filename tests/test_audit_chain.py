@@ -1,0 +1,275 @@
+"""The trail cannot be quietly edited: tampering is caught with the right sequence number;
+concurrent writers never fork the chain; the table refuses changes; a failed audit write
+fails the request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import select
+
+from referral import migrate
+from referral.audit import chain
+from referral.config import SECRET_FIELDS
+from referral.main import create_app
+from referral.models import AuditChainHead, AuditEvent
+from tests.case_world import make_town, new_case
+from tests.databases import ScratchDatabase, postgres_server_url
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = 12
+
+
+@pytest.fixture
+async def trail(settings, tmp_path):
+    """A fresh database with a chain of EVENTS denied requests, and its own app."""
+    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "chain")
+    await asyncio.to_thread(migrate.upgrade, database.url)
+    app = create_app(settings.model_copy(update={"database_url": database.url}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for _ in range(EVENTS):
+            assert (await client.get("/api/v1/auth/me")).status_code == 401
+    yield app, database
+    await app.state.engine.dispose()
+    await asyncio.to_thread(database.drop)
+
+
+async def _attack(database: ScratchDatabase, *statements: str) -> None:
+    """An attacker with direct database access: triggers off, then the edits."""
+    engine = create_async_engine(database.url)
+    try:
+        async with engine.begin() as connection:
+            if database.is_postgres:
+                await connection.execute(text("ALTER TABLE audit_event DISABLE TRIGGER USER"))
+            else:
+                await connection.execute(text("DROP TRIGGER audit_event_no_update"))
+                await connection.execute(text("DROP TRIGGER audit_event_no_delete"))
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _verify(app, checkpoint: chain.Checkpoint | None = None) -> chain.Verification:
+    async with app.state.sessionmaker() as session:
+        return await chain.verify(session, app.state.audit_key, checkpoint)
+
+
+async def _head(app) -> chain.Checkpoint:
+    async with app.state.sessionmaker() as session:
+        head = await session.get(AuditChainHead, 1)
+        return chain.Checkpoint(head.seq, head.hash)
+
+
+async def test_an_untouched_trail_verifies(trail):
+    app, _ = trail
+    result = await _verify(app, await _head(app))
+    assert result.ok, result.reason
+    assert result.checked == EVENTS
+    assert result.head_seq == EVENTS
+
+
+async def test_a_field_edited(trail):
+    app, database = trail
+    await _attack(database, "UPDATE audit_event SET action = 'auth.login' WHERE seq = 5")
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 5)
+    assert "contents" in result.reason
+
+
+async def test_a_row_deleted_from_the_middle(trail):
+    app, database = trail
+    await _attack(database, "DELETE FROM audit_event WHERE seq = 7")
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 7)
+    assert "missing" in result.reason
+
+
+async def test_two_rows_swapped(trail):
+    app, database = trail
+    await _attack(
+        database,
+        "UPDATE audit_event SET seq = -1 WHERE seq = 4",
+        "UPDATE audit_event SET seq = 4 WHERE seq = 5",
+        "UPDATE audit_event SET seq = 5 WHERE seq = -1",
+    )
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 4)
+
+
+async def test_a_back_dated_row_inserted(trail):
+    app, database = trail
+    async with app.state.sessionmaker() as session:
+        original = (await session.exec(select(AuditEvent).where(AuditEvent.seq == 3))).one()
+    # make room at 6 by moving the later rows up, then forge a plausible event there
+    shifts = [f"UPDATE audit_event SET seq = seq + 1 WHERE seq = {n}" for n in range(EVENTS, 5, -1)]
+    forged = (
+        "INSERT INTO audit_event (seq, occurred_at, action, resource_ids, outcome, fields, "
+        "prev_hash, hash) VALUES (6, '2020-01-01 00:00:00', 'case.read', '[]', 'allowed', "
+        f"'[]', '{original.hash}', '{'ab' * 32}')"
+    )
+    await _attack(database, *shifts, forged)
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 6)
+
+
+async def test_the_tail_truncated_is_caught_against_a_checkpoint(trail):
+    app, database = trail
+    checkpoint = await _head(app)
+    async with app.state.sessionmaker() as session:
+        ninth = (await session.exec(select(AuditEvent).where(AuditEvent.seq == 9))).one()
+    # a careful attacker also rewinds the head row, so only the checkpoint can tell
+    await _attack(
+        database,
+        "DELETE FROM audit_event WHERE seq > 9",
+        f"UPDATE audit_chain_head SET seq = 9, hash = '{ninth.hash}'",
+    )
+    assert (await _verify(app)).ok  # consistent in itself ...
+    result = await _verify(app, checkpoint)  # ... but not with what was kept elsewhere
+    assert (result.ok, result.first_broken) == (False, 10)
+    assert "truncated" in result.reason
+
+
+async def test_the_tail_truncated_without_rewinding_the_head(trail):
+    app, database = trail
+    await _attack(database, "DELETE FROM audit_event WHERE seq > 10")
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 11)
+
+
+def _cli_env(settings, database: ScratchDatabase) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
+    env.update(
+        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
+    )
+    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=database.url)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "referral.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_cli_checkpoint_and_verify(trail, settings, tmp_path):
+    _, database = trail
+    env = _cli_env(settings, database)
+    printed = await asyncio.to_thread(_run, ["audit", "checkpoint"], env)
+    assert printed.returncode == 0, printed.stderr
+    head = json.loads(printed.stdout)
+    assert head["seq"] == EVENTS
+    saved = tmp_path / "checkpoint.json"
+    saved.write_text(printed.stdout)
+    ok = await asyncio.to_thread(_run, ["audit", "verify", "--checkpoint", str(saved)], env)
+    assert ok.returncode == 0, ok.stderr
+    assert f"OK: {EVENTS} events verified" in ok.stdout
+    assert "verifying" in ok.stderr  # the progress bar
+
+    await _attack(
+        database,
+        "DELETE FROM audit_event WHERE seq > 8",
+        "UPDATE audit_chain_head SET seq = 8, hash = (SELECT hash FROM audit_event WHERE seq = 8)",
+    )
+    broken = await asyncio.to_thread(_run, ["audit", "verify", "--checkpoint", str(saved)], env)
+    assert broken.returncode == 1
+    assert "BROKEN at event 9" in broken.stderr
+
+
+# --- concurrency, append-only, fail closed --------------------------------------------------
+
+
+async def test_200_concurrent_audited_requests_chain_without_forking(settings, test_db, world):
+    app = create_app(
+        settings.model_copy(update={"database_pool_size": 25, "database_pool_timeout_seconds": 60})
+    )
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            town = await make_town(client, world)
+            case_id = await new_case(client, town.referrer)
+            before = (await _head(app)).seq
+            responses = await asyncio.gather(
+                *[
+                    client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
+                    for _ in range(200)
+                ]
+            )
+            assert [r.status_code for r in responses] == [200] * 200
+            after = await _head(app)
+            assert after.seq - before == 200
+            async with app.state.sessionmaker() as session:
+                reads = (
+                    await session.exec(
+                        select(AuditEvent).where(AuditEvent.seq > before).order_by(AuditEvent.seq)
+                    )
+                ).all()
+            assert [e.action for e in reads] == ["case.read"] * 200
+            assert len({e.request_id for e in reads}) == 200
+            result = await _verify(app)
+            assert result.ok, result.reason
+    finally:
+        await app.state.engine.dispose()
+
+
+# SQLite has no TRUNCATE (an unqualified DELETE is its form of it)
+CHANGES = ["UPDATE audit_event SET action = 'x'", "DELETE FROM audit_event"]
+if postgres_server_url():
+    CHANGES.append("TRUNCATE audit_event")
+
+
+@pytest.mark.parametrize("statement", CHANGES)
+async def test_the_application_user_cannot_change_the_trail(app, client, statement):
+    assert (await client.get("/api/v1/auth/me")).status_code == 401  # at least one event
+    async with app.state.engine.connect() as connection:
+        with pytest.raises(DBAPIError) as info:
+            await connection.execute(text(statement))
+        assert "append-only" in str(info.value)
+        await connection.rollback()
+
+
+async def test_a_failed_audit_write_fails_the_request_and_rolls_back(
+    app, client, world, monkeypatch
+):
+    town = await make_town(client, world)
+    case_id = await new_case(client, town.referrer)
+
+    async def broken_seal(session, key):
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr("referral.db.seal_pending", broken_seal)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+        response = await failing.post(
+            f"/api/v1/cases/{case_id}/notes",
+            headers=town.coordinator.headers,
+            json={"section": "general", "body": "Must not persist."},
+        )
+        assert response.status_code == 500
+        assert response.headers["content-type"].startswith("application/problem+json")
+    monkeypatch.undo()
+    notes = await client.get(f"/api/v1/cases/{case_id}/notes", headers=town.coordinator.headers)
+    assert notes.json() == []
+
+
+async def test_every_event_in_the_shared_trail_is_chained(app):
+    result = await _verify(app)
+    assert result.ok, result.reason
+    assert result.checked > 0
