@@ -15,7 +15,7 @@ async def town(client, world):
     return await make_town(client, world)
 
 
-async def test_full_happy_path_from_referral_to_closure(client, town):
+async def test_full_happy_path_from_referral_to_closure(client, app, town, signed_in):
     coordinator, referrer = town.coordinator, town.referrer
     police = town.panel[Agency.police]
     teacher = town.panel[Agency.education]
@@ -207,6 +207,7 @@ async def test_full_happy_path_from_referral_to_closure(client, town):
 
     # the referrer learns the stage and the coarse outcome, and nothing else
     theirs = await client.get(url, headers=referrer.headers)
+    await _auditor_reconstructs_the_journey(client, app, signed_in, case_id, town)
     assert theirs.json() == {
         "id": case_id,
         "reference": theirs.json()["reference"],
@@ -306,3 +307,60 @@ async def test_referral_validation_is_problem_json_without_echo(client, town):
             headers={**town.referrer.headers, "Idempotency-Key": "validation-test-3"},
         )
     ).status_code == 422
+
+
+async def _auditor_reconstructs_the_journey(client, app, signed_in, case_id, town) -> None:
+    """From the trail alone: who read the case, who changed it, who was refused."""
+    import json
+
+    from sqlmodel import select
+
+    from referral.audit import chain
+    from referral.models import AuditEvent
+    from referral.models.enums import Role
+
+    _, auditor = await signed_in(Role.auditor)
+    events, after = [], None
+    while True:
+        params = {"case_id": case_id, "limit": 100, **({"after": after} if after else {})}
+        page = (await client.get("/api/v1/audit/events", params=params, headers=auditor)).json()
+        events += page["items"]
+        after = page["next_after"]
+        if after is None:
+            break
+    by = lambda actor: str(actor.id)  # noqa: E731
+    readers = {
+        e["actor_user_id"]
+        for e in events
+        if e["action"] == "case.read" and e["outcome"] == "allowed"
+    }
+    assert readers == {by(town.referrer), by(town.coordinator)}
+    writers = {
+        e["actor_user_id"]
+        for e in events
+        if e["outcome"] == "allowed" and e["action"] not in ("case.read", "case.list")
+    }
+    assert writers >= {
+        by(town.referrer),
+        by(town.coordinator),
+        by(town.panel[Agency.police]),
+        by(town.panel[Agency.education]),
+        by(town.panel[Agency.social_services]),
+    }
+    refused = {(e["actor_user_id"], e["action"]) for e in events if e["outcome"] == "denied"}
+    assert (by(town.panel[Agency.education]), "case.read") in refused
+    transitions = [e for e in events if e["action"] == "case.transition"]
+    assert len(transitions) == 7
+    async with app.state.sessionmaker() as session:
+        stored = (await session.exec(select(AuditEvent))).all()
+        assert (await chain.verify(session, app.state.audit_key)).ok
+    text = json.dumps([e.model_dump(mode="json") for e in stored])
+    for secret in (
+        "Testa",
+        "Provëllari",
+        "2010-05-17",
+        "Synthetic description",
+        "No conflicting operation",
+        "Mentoring and family support",
+    ):
+        assert secret not in text, secret
