@@ -1,0 +1,346 @@
+"""Disclosure control for a family of linked frequency tables. Pure: no web, no database.
+
+Given counted units (one per individual, measure and month, with their categories) and
+the family of tables to publish, build every cell at once and protect them together:
+
+1. primary suppression: a count from 1 to threshold-1 is not published;
+2. secondary suppression over every additive relation linking the cells (parts and total
+   of a breakdown, municipalities and their region and the nation, months and their
+   quarter and year) until no suppressed cell is alone in a relation and no derivable sum
+   of suppressed cells is small;
+3. the audit gate: each cell is a 0/1 vector over atoms (municipality x month x
+   categories); no suppressed cell may lie in the linear span of the published cells.
+   Where one does, more is suppressed; if that cannot make the gate pass, nothing is
+   published (GateFailure);
+4. rounding of every published count to the base.
+
+The gate works on the atoms that occur in the data: it assumes an attacker who even knows
+which atoms are empty, which can only make it stricter.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+
+import numpy as np
+
+GEOGRAPHIES = ("municipality", "region", "national")
+PERIODS = ("month", "quarter", "year")
+NATIONAL = "national"
+
+
+class GateFailure(Exception):
+    """The protected family would let a suppressed cell be derived: publish nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One individual counted once for one measure in one month."""
+
+    person: str
+    municipality: str
+    month: str  # "YYYY-MM"
+    categories: tuple[tuple[str, str], ...]  # (dimension, category) pairs
+
+    def category(self, dimension: str) -> str:
+        return dict(self.categories)[dimension]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    geography: str
+    period: str
+    dimensions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CellKey:
+    table: TableSpec
+    geo: str
+    period: str
+    categories: tuple[str, ...]
+
+
+@dataclass
+class Cell:
+    key: CellKey
+    count: int
+    suppressed: bool = False
+    reason: str | None = None  # primary | secondary | gate
+
+    @property
+    def published(self) -> int | None:
+        return None if self.suppressed else self.count
+
+
+@dataclass
+class Publication:
+    cells: list[Cell]
+    threshold: int
+    base: int
+    gate_rounds: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def period_of(month: str, level: str) -> str:
+    year, mm = month.split("-")
+    if level == "month":
+        return month
+    if level == "quarter":
+        return f"{year}-Q{(int(mm) - 1) // 3 + 1}"
+    return year
+
+
+def geo_of(municipality: str, level: str, region_of: Mapping[str, str]) -> str:
+    if level == "municipality":
+        return municipality
+    if level == "region":
+        return region_of[municipality]
+    return NATIONAL
+
+
+def round_to_base(count: int, base: int) -> int:
+    return int((count + base / 2) // base * base)
+
+
+# --- building the family ---------------------------------------------------------------------
+
+
+def build_cells(
+    units: Iterable[Unit],
+    tables: Sequence[TableSpec],
+    periods: Mapping[str, Sequence[str]],
+    geos: Mapping[str, Sequence[str]],
+    categories: Mapping[str, Sequence[str]],
+    region_of: Mapping[str, str],
+) -> tuple[list[Cell], dict[CellKey, set[tuple]]]:
+    """Every cell of every table (zeros included), with its distinct count and its atoms."""
+    units = list(units)
+    persons: dict[CellKey, set[str]] = defaultdict(set)
+    atoms: dict[CellKey, set[tuple]] = defaultdict(set)
+    for unit in units:
+        atom = (unit.municipality, unit.month, unit.categories)
+        for table in tables:
+            key = CellKey(
+                table,
+                geo_of(unit.municipality, table.geography, region_of),
+                period_of(unit.month, table.period),
+                tuple(unit.category(d) for d in table.dimensions),
+            )
+            persons[key].add(unit.person)
+            atoms[key].add(atom)
+    cells = []
+    for table in tables:
+        combos = product(*(categories[d] for d in table.dimensions))
+        for cats in combos:
+            for geo in geos[table.geography]:
+                for period in periods[table.period]:
+                    key = CellKey(table, geo, period, tuple(cats))
+                    cells.append(Cell(key, len(persons.get(key, ()))))
+    return cells, atoms
+
+
+def relations(cells: Sequence[Cell], region_of: Mapping[str, str]) -> list[list[int]]:
+    """Groups of cell indexes where the first is the total of the others."""
+    index = {cell.key: i for i, cell in enumerate(cells)}
+    groups: list[list[int]] = []
+    by_table: dict[TableSpec, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        by_table[cell.key.table].append(cell)
+    tables = set(by_table)
+    for table, members in by_table.items():
+        # a breakdown sums to the table one dimension shorter (same geography and period)
+        for drop in range(len(table.dimensions)):
+            kept = table.dimensions[:drop] + table.dimensions[drop + 1 :]
+            parent = TableSpec(table.geography, table.period, kept)
+            if parent not in tables:
+                continue
+            parts: dict[CellKey, list[int]] = defaultdict(list)
+            for cell in members:
+                cats = cell.key.categories[:drop] + cell.key.categories[drop + 1 :]
+                parts[CellKey(parent, cell.key.geo, cell.key.period, cats)].append(index[cell.key])
+            groups += [[index[total], *p] for total, p in parts.items() if total in index]
+        # smaller areas sum to larger ones, shorter periods to longer ones
+        for level_from, level_to, lift in (
+            ("municipality", "region", lambda g, p: (region_of[g], p)),
+            ("municipality", "national", lambda g, p: (NATIONAL, p)),
+            ("region", "national", lambda g, p: (NATIONAL, p)),
+            ("month", "quarter", None),
+            ("month", "year", None),
+            ("quarter", "year", None),
+        ):
+            if lift is not None:
+                if table.geography != level_from:
+                    continue
+                parent = TableSpec(level_to, table.period, table.dimensions)
+            else:
+                if table.period != level_from:
+                    continue
+                parent = TableSpec(table.geography, level_to, table.dimensions)
+            if parent not in tables:
+                continue
+            parts = defaultdict(list)
+            for cell in members:
+                if lift is not None:
+                    geo, period = lift(cell.key.geo, cell.key.period)
+                else:
+                    geo, period = cell.key.geo, period_of(_as_month(cell.key.period), level_to)
+                parts[CellKey(parent, geo, period, cell.key.categories)].append(index[cell.key])
+            groups += [[index[total], *p] for total, p in parts.items() if total in index]
+    return groups
+
+
+def _as_month(period: str) -> str:
+    """A month of a period ("2025-Q3" -> "2025-07"), for lifting it to a longer period."""
+    if "-Q" in period:
+        year, quarter = period.split("-Q")
+        return f"{year}-{(int(quarter) - 1) * 3 + 1:02d}"
+    return period
+
+
+# --- protection ------------------------------------------------------------------------------
+
+
+def _primary(cells: Sequence[Cell], threshold: int) -> None:
+    for cell in cells:
+        if 0 < cell.count < threshold:
+            cell.suppressed, cell.reason = True, "primary"
+
+
+def _suppress_one_more(cells: Sequence[Cell], group: Sequence[int]) -> bool:
+    """Suppress the published cell of the group that costs least (smallest, parts first)."""
+    candidates = [i for i in group if not cells[i].suppressed]
+    if not candidates:
+        return False
+    parts = [i for i in candidates if i != group[0]] or candidates
+    nonzero = [i for i in parts if cells[i].count > 0] or parts
+    choice = min(nonzero, key=lambda i: (cells[i].count, i))
+    cells[choice].suppressed, cells[choice].reason = True, "secondary"
+    return True
+
+
+def _secondary(cells: Sequence[Cell], groups: Sequence[Sequence[int]], threshold: int) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for group in groups:
+            hidden = [i for i in group if cells[i].suppressed]
+            if not hidden or len(hidden) == len(group):
+                continue
+            if len(hidden) == 1:
+                changed |= _suppress_one_more(cells, group)
+                continue
+            # with the total published, the suppressed parts' sum is derivable: not small
+            total, parts = group[0], group[1:]
+            if cells[total].suppressed:
+                continue
+            derivable = sum(cells[i].count for i in parts if cells[i].suppressed)
+            if 0 < derivable < threshold:
+                changed |= _suppress_one_more(cells, group)
+
+
+def _atom_matrix(cells: Sequence[Cell], atoms: Mapping[CellKey, set[tuple]]) -> np.ndarray:
+    """0/1 matrix, one row per cell, one column per atom that occurs in the data."""
+    columns: dict[tuple, int] = {}
+    for members in atoms.values():
+        for atom in members:
+            columns.setdefault(atom, len(columns))
+    matrix = np.zeros((len(cells), max(len(columns), 1)))
+    for row, cell in enumerate(cells):
+        for atom in atoms.get(cell.key, ()):
+            matrix[row, columns[atom]] = 1.0
+    return matrix
+
+
+def derivable_cells(cells: Sequence[Cell], matrix: np.ndarray, tol: float = 1e-8) -> list[int]:
+    """Suppressed cells whose atom vector lies in the span of the published cells' vectors."""
+    published = [i for i, c in enumerate(cells) if not c.suppressed]
+    hidden = [i for i, c in enumerate(cells) if c.suppressed and matrix[i].any()]
+    if not hidden or not published:
+        return []
+    basis = _row_space_basis(matrix[published], tol)
+    if basis is None:
+        return []
+    vectors = matrix[hidden]
+    residual = vectors - (vectors @ basis.T) @ basis
+    norms = np.linalg.norm(residual, axis=1)
+    return [i for i, n in zip(hidden, norms, strict=True) if n < 1e-6]
+
+
+def _row_space_basis(rows: np.ndarray, tol: float) -> np.ndarray | None:
+    if rows.size == 0 or not rows.any():
+        return None
+    _, singular, vt = np.linalg.svd(rows, full_matrices=False)
+    rank = int((singular > tol * max(rows.shape) * singular[0]).sum())
+    return vt[:rank] if rank else None
+
+
+def _publishing_cells_used(cells: Sequence[Cell], matrix: np.ndarray, target: int) -> list[int]:
+    """Published cells that a derivation of `target` leans on, smallest first."""
+    published = [i for i, c in enumerate(cells) if not c.suppressed and matrix[i].any()]
+    coefficients, *_ = np.linalg.lstsq(matrix[published].T, matrix[target], rcond=None)
+    used = [published[k] for k, a in enumerate(coefficients) if abs(a) > 1e-9]
+    return sorted(used, key=lambda i: (cells[i].count == 0, cells[i].count, i))
+
+
+def protect(
+    cells: list[Cell],
+    atoms: Mapping[CellKey, set[tuple]],
+    region_of: Mapping[str, str],
+    threshold: int,
+    base: int,
+    max_gate_rounds: int = 500,
+) -> Publication:
+    _primary(cells, threshold)
+    groups = relations(cells, region_of)
+    _secondary(cells, groups, threshold)
+    matrix = _atom_matrix(cells, atoms)
+    rounds = 0
+    while True:
+        leaks = derivable_cells(cells, matrix)
+        if not leaks:
+            break
+        rounds += 1
+        if rounds > max_gate_rounds:
+            raise GateFailure(f"{len(leaks)} suppressed cells remain derivable")
+        for i in _publishing_cells_used(cells, matrix, leaks[0])[:1]:
+            cells[i].suppressed, cells[i].reason = True, "gate"
+        _secondary(cells, groups, threshold)
+    audit_gate(cells, matrix, groups, threshold)
+    for cell in cells:
+        if not cell.suppressed:
+            cell.count = round_to_base(cell.count, base)
+    return Publication(
+        cells=cells,
+        threshold=threshold,
+        base=base,
+        gate_rounds=rounds,
+        stats={
+            "cells": len(cells),
+            "suppressed": sum(c.suppressed for c in cells),
+            "primary": sum(c.reason == "primary" for c in cells),
+            "secondary": sum(c.reason in ("secondary", "gate") for c in cells),
+        },
+    )
+
+
+def audit_gate(
+    cells: Sequence[Cell], matrix: np.ndarray, groups: Sequence[Sequence[int]], threshold: int
+) -> None:
+    """The last check before anything is published. Raises GateFailure; never fixes."""
+    leaks = derivable_cells(cells, matrix)
+    if leaks:
+        raise GateFailure(f"{len(leaks)} suppressed cells lie in the span of published cells")
+    for cell in cells:
+        if not cell.suppressed and 0 < cell.count < threshold:
+            raise GateFailure("a count below the threshold would be published")
+    for group in groups:
+        total, parts = group[0], group[1:]
+        if cells[total].suppressed or all(not cells[i].suppressed for i in parts):
+            continue
+        hidden = sum(cells[i].count for i in parts if cells[i].suppressed)
+        if 0 < hidden < threshold:
+            raise GateFailure("a derivable sum of suppressed cells is below the threshold")
