@@ -92,6 +92,60 @@ def audit_checkpoint() -> None:
     typer.echo(json.dumps({"seq": result.head_seq, "hash": result.head_hash}))
 
 
+stats_app = typer.Typer(help="Anonymised statistics.", no_args_is_help=True)
+app.add_typer(stats_app, name="stats")
+
+
+async def _snapshot(as_of):
+    from referral.audit.chain import seal_pending, track
+    from referral.db import create_engine, create_sessionmaker
+    from referral.models import AuditEvent
+    from referral.stats.policy import load_reporting_policy
+    from referral.stats.snapshot import build_snapshot
+
+    settings = get_settings()
+    policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            snapshot = await build_snapshot(session, policy, as_of, None)
+            track(
+                session,
+                AuditEvent(
+                    action="stats.snapshot",
+                    outcome="allowed",
+                    resource_type="stats_snapshot",
+                    resource_ids=[str(snapshot.id)],
+                    purpose="cli",
+                ),
+            )
+            await seal_pending(session, settings.audit_chain_key)
+            return snapshot
+    finally:
+        await engine.dispose()
+
+
+@stats_app.command("snapshot")
+def stats_snapshot(
+    as_of: str = typer.Option("", help="Release date (YYYY-MM-DD); default today"),
+) -> None:
+    """Freeze the released periods and publish the protected family of tables."""
+    from datetime import date
+
+    from referral.stats.disclosure import GateFailure
+
+    day = date.fromisoformat(as_of) if as_of else date.today()
+    try:
+        snapshot = asyncio.run(_snapshot(day))
+    except GateFailure as exc:
+        typer.echo(f"refused: the audit gate would not publish: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"snapshot {snapshot.id} as of {snapshot.as_of}: {snapshot.cells} cells, "
+        f"{snapshot.suppressed} suppressed"
+    )
+
+
 @app.command("secrets")
 def print_secrets() -> None:
     """Print freshly generated secrets as REFERRAL_* environment lines."""

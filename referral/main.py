@@ -19,6 +19,7 @@ from referral.config import Settings, get_settings
 from referral.db import create_engine, create_sessionmaker
 from referral.errors import ProblemError, install_error_handlers
 from referral.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from referral.stats.policy import load_reporting_policy
 
 logger = logging.getLogger("referral")
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     access_policy = load_access_policy(settings.policies_dir / "access.yaml")
     workflow = load_workflow(settings.policies_dir / "workflow.yaml")
+    reporting_policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
     passwords.configure(settings.password_hash_concurrency)
     engine = create_engine(settings)
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.access_policy = access_policy
     app.state.audit_key = settings.audit_chain_key
+    app.state.reporting_policy = reporting_policy
     app.state.case_keys = CaseKeys(
         ring=settings.key_ring, blind_key=settings.blind_index_secret, workflow=workflow
     )

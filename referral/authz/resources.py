@@ -83,6 +83,7 @@ RESOURCES: dict[str, ResourceSpec] = {
             has_stage_timestamps=True,
             views=CASE_VIEWS,
         ),
+        ResourceSpec("stats", frozenset({"catalogue", "query", "snapshot"})),
         ResourceSpec(
             "audit",
             frozenset({"search", "verify", "read_break_glass", "review_break_glass"}),

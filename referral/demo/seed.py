@@ -6,10 +6,12 @@ Passwords are random, printed once and kept in var/demo-logins.txt (mode 0600).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
 import string
+from datetime import date
 
 from sqlmodel import select
 
@@ -22,6 +24,9 @@ from referral.db import create_engine, create_sessionmaker
 from referral.demo.cases import seed_demo_cases
 from referral.models import Municipality, Organisation, User
 from referral.models.enums import Agency, Role
+from referral.stats.disclosure import GateFailure
+from referral.stats.policy import load_reporting_policy
+from referral.stats.snapshot import build_snapshot
 
 MUNICIPALITIES: dict[str, tuple[str, ...]] = {
     "Prishtina": (
@@ -52,6 +57,14 @@ MUNICIPALITIES: dict[str, tuple[str, ...]] = {
 DEMO_MUNICIPALITIES = ("gjilan", "prishtine")
 DEMO_MARK = "[DEMO]"
 DEMO_CASES_PER_MUNICIPALITY = 150
+
+
+async def _first_snapshot(session, settings: Settings) -> None:
+    """So the analysts' logins have something to show on the first run."""
+    policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
+    # if the gate refuses, the demo still runs; `referral stats snapshot` says why
+    with contextlib.suppress(GateFailure):
+        await build_snapshot(session, policy, date.today(), None)
 
 
 def _case_keys(settings: Settings) -> CaseKeys:
@@ -89,6 +102,7 @@ async def seed_demo(settings: Settings) -> str:
                     return logins_file.read_text()
                 return "demo data already present (var/demo-logins.txt is gone)"
             logins = await _seed(session, _case_keys(settings))
+            await _first_snapshot(session, settings)
     finally:
         await engine.dispose()
     text = _format_logins(logins)

@@ -17,6 +17,7 @@ from referral.models.case import (
 )
 from referral.models.directory import Municipality, Organisation
 from referral.models.panel import PanelDecision, PanelMeeting
+from referral.models.stats import StatsCell, StatsSnapshot
 from referral.models.user import User
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "PanelDecision",
     "PanelMeeting",
     "RefreshToken",
+    "StatsCell",
+    "StatsSnapshot",
     "SupportPlan",
     "User",
     "metadata",

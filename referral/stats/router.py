@@ -1,0 +1,175 @@
+"""/api/v1/stats: the catalogue, queries (JSON or CSV), and building a snapshot."""
+
+import csv
+import io
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from referral import audit
+from referral.authz.dependencies import Access, authorize
+from referral.db import SessionDep
+from referral.errors import BadRequest, Conflict
+from referral.routing import ProblemRoute
+from referral.stats import service
+from referral.stats.disclosure import GateFailure
+from referral.stats.policy import ReportingPolicy
+from referral.stats.snapshot import build_snapshot
+
+router = APIRouter(prefix="/stats", tags=["statistics"], route_class=ProblemRoute)
+
+
+def _can(action: str) -> Any:
+    return Annotated[Access, Depends(authorize("stats", action))]
+
+
+def _policy(request: Request) -> ReportingPolicy:
+    return request.app.state.reporting_policy
+
+
+@router.get("/catalogue", summary="What may be asked: measures, tables, released periods")
+async def catalogue(request: Request, session: SessionDep, access: _can("catalogue")) -> dict:
+    policy = _policy(request)
+    snapshot = await service.latest_snapshot(session)
+    released = policy.released(snapshot.as_of)
+    audit.record(
+        session,
+        request,
+        action="stats.catalogue",
+        resource_type="stats_snapshot",
+        resource_ids=[snapshot.id],
+    )
+    return {
+        "snapshot": {"id": str(snapshot.id), "as_of": snapshot.as_of.isoformat()},
+        "threshold": policy.threshold,
+        "rounding_base": policy.rounding_base,
+        "measures": {
+            name: {
+                "dimensions": {
+                    d: list(policy.dimensions[d].categories) for d in measure.dimensions
+                },
+                "tables": [
+                    {"geography": t.geography, "period": t.period, "breakdown": list(t.dimensions)}
+                    for t in policy.tables(name)
+                ],
+            }
+            for name, measure in policy.measures.items()
+        },
+        "released_periods": released,
+        "scope": "own municipality" if await service.own_area(session, access) else "all",
+    }
+
+
+@router.get("/{measure}", summary="A published table slice (Accept: text/csv for CSV)")
+async def query(
+    request: Request,
+    session: SessionDep,
+    measure: str,
+    access: _can("query"),
+    period: Annotated[str, Query(max_length=7, description="YYYY, YYYY-Qn or YYYY-MM")],
+    geography: Annotated[str, Query(pattern="^(municipality|region|national)$")] = "national",
+    breakdown: Annotated[str, Query(max_length=64, description="0-2 dimensions, comma")] = "",
+    area: Annotated[str | None, Query(max_length=64, description="one area's cells")] = None,
+) -> Any:
+    unexpected = set(request.query_params) - service.QUERY_KEYS
+    if unexpected:
+        raise BadRequest(
+            f"Unknown parameters {sorted(unexpected)}; the allowed ones are "
+            f"{sorted(service.QUERY_KEYS)}. There are no free filters."
+        )
+    dims = tuple(d for d in breakdown.split(",") if d)
+    asked = service.Query(measure, period, geography, dims, area)
+    policy = _policy(request)
+    snapshot, table, cells = await service.answer(session, access, policy, asked)
+    suppressed = sum(c.value is None for c in cells)
+    audit.record(
+        session,
+        request,
+        action="stats.query",
+        resource_type="stats_snapshot",
+        resource_ids=[snapshot.id],
+        fields=[
+            f"measure={measure}",
+            f"period={period}",
+            f"geography={geography}",
+            f"breakdown={'+'.join(table.dimensions)}",
+            f"area={area or '*'}",
+        ],
+        purpose=f"cells={len(cells)};suppressed={suppressed}",
+    )
+    rows = [
+        {
+            "area": c.area,
+            "categories": dict(zip(table.dimensions, c.categories, strict=True)),
+            "value": c.value,
+            "suppressed": c.value is None,
+        }
+        for c in cells
+    ]
+    if "text/csv" in request.headers.get("accept", ""):
+        return _csv(measure, period, geography, table.dimensions, rows)
+    return {
+        "measure": measure,
+        "period": period,
+        "geography": geography,
+        "breakdown": list(table.dimensions),
+        "snapshot_id": str(snapshot.id),
+        "as_of": snapshot.as_of.isoformat(),
+        "threshold": policy.threshold,
+        "rounding_base": policy.rounding_base,
+        "cells": rows,
+    }
+
+
+def _csv(measure, period, geography, dimensions, rows) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["measure", "period", "geography", "area", *dimensions, "value", "suppressed"])
+    for row in rows:
+        writer.writerow(
+            [
+                measure,
+                period,
+                geography,
+                row["area"],
+                *(row["categories"][d] for d in dimensions),
+                "" if row["value"] is None else row["value"],
+                str(row["suppressed"]).lower(),
+            ]
+        )
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+@router.post(
+    "/snapshots",
+    status_code=201,
+    summary="Freeze released periods and publish the protected family",
+)
+async def create_snapshot(
+    request: Request,
+    session: SessionDep,
+    access: _can("snapshot"),
+    as_of: date | None = None,
+) -> dict:
+    try:
+        snapshot = await build_snapshot(
+            session, _policy(request), as_of or date.today(), access.actor.user_id
+        )
+    except GateFailure as exc:
+        raise Conflict(f"The audit gate refused to publish: {exc}.") from exc
+    audit.record(
+        session,
+        request,
+        action="stats.snapshot",
+        resource_type="stats_snapshot",
+        resource_ids=[snapshot.id],
+        purpose=f"cells={snapshot.cells};suppressed={snapshot.suppressed}",
+    )
+    return {
+        "id": str(snapshot.id),
+        "as_of": snapshot.as_of.isoformat(),
+        "cells": snapshot.cells,
+        "suppressed": snapshot.suppressed,
+    }
