@@ -9,7 +9,8 @@ the family of tables to publish, build every cell at once and protect them toget
    quarter and year) until no suppressed cell is alone in a relation and no derivable sum
    of suppressed cells is small;
 3. the audit gate: each cell is a 0/1 vector over atoms (municipality x month x
-   categories); no suppressed cell may lie in the linear span of the published cells.
+   categories); no suppressed cell may lie in the linear span of the published cells
+   (tested through the cells' Gram matrix, so its size does not grow with the data).
    Where one does, more is suppressed; if that cannot make the gate pass, nothing is
    published (GateFailure);
 4. rounding of every published count to the base.
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
+from scipy import sparse
 
 GEOGRAPHIES = ("municipality", "region", "national")
 PERIODS = ("month", "quarter", "year")
@@ -242,46 +244,59 @@ def _secondary(cells: Sequence[Cell], groups: Sequence[Sequence[int]], threshold
                 changed |= _suppress_one_more(cells, group)
 
 
-def _atom_matrix(cells: Sequence[Cell], atoms: Mapping[CellKey, set[tuple]]) -> np.ndarray:
-    """0/1 matrix, one row per cell, one column per atom that occurs in the data."""
+def cell_gram(cells: Sequence[Cell], atoms: Mapping[CellKey, set[tuple]]) -> np.ndarray:
+    """K[i, j] = atoms shared by cells i and j: the Gram matrix of their 0/1 atom vectors.
+
+    The gate needs only inner products of cell vectors, so it never builds a basis in atom
+    space (which grows with the data); K is cells x cells whatever the volume.
+    """
     columns: dict[tuple, int] = {}
-    for members in atoms.values():
-        for atom in members:
-            columns.setdefault(atom, len(columns))
-    matrix = np.zeros((len(cells), max(len(columns), 1)))
+    rows, cols = [], []
     for row, cell in enumerate(cells):
         for atom in atoms.get(cell.key, ()):
-            matrix[row, columns[atom]] = 1.0
-    return matrix
+            rows.append(row)
+            cols.append(columns.setdefault(atom, len(columns)))
+    incidence = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(cells), max(len(columns), 1))
+    )
+    return (incidence @ incidence.T).toarray()
 
 
-def derivable_cells(cells: Sequence[Cell], matrix: np.ndarray, tol: float = 1e-8) -> list[int]:
+class _Span:
+    """The span of the published cells, in terms of the Gram matrix."""
+
+    def __init__(self, gram: np.ndarray, published: list[int]) -> None:
+        self.published = published
+        block = gram[np.ix_(published, published)]
+        values, vectors = np.linalg.eigh(block)
+        keep = values > 1e-9 * max(values.max(initial=0.0), 1.0)
+        self.whitened = vectors[:, keep] / np.sqrt(values[keep])  # K_PP^+ = W W^T
+
+    def residual(self, gram: np.ndarray, cells_: list[int]) -> np.ndarray:
+        """Squared distance of each cell's vector from the published span."""
+        cross = gram[np.ix_(self.published, cells_)]
+        projected = self.whitened.T @ cross
+        return np.diag(gram)[cells_] - (projected**2).sum(axis=0)
+
+    def coefficients(self, gram: np.ndarray, cell: int) -> np.ndarray:
+        cross = gram[np.ix_(self.published, [cell])][:, 0]
+        return self.whitened @ (self.whitened.T @ cross)
+
+
+def derivable_cells(cells: Sequence[Cell], gram: np.ndarray) -> list[int]:
     """Suppressed cells whose atom vector lies in the span of the published cells' vectors."""
-    published = [i for i, c in enumerate(cells) if not c.suppressed]
-    hidden = [i for i, c in enumerate(cells) if c.suppressed and matrix[i].any()]
+    published = [i for i, c in enumerate(cells) if not c.suppressed and gram[i, i] > 0]
+    hidden = [i for i, c in enumerate(cells) if c.suppressed and gram[i, i] > 0]
     if not hidden or not published:
         return []
-    basis = _row_space_basis(matrix[published], tol)
-    if basis is None:
-        return []
-    vectors = matrix[hidden]
-    residual = vectors - (vectors @ basis.T) @ basis
-    norms = np.linalg.norm(residual, axis=1)
-    return [i for i, n in zip(hidden, norms, strict=True) if n < 1e-6]
+    residual = _Span(gram, published).residual(gram, hidden)
+    return [i for i, r in zip(hidden, residual, strict=True) if r < 1e-6 * gram[i, i]]
 
 
-def _row_space_basis(rows: np.ndarray, tol: float) -> np.ndarray | None:
-    if rows.size == 0 or not rows.any():
-        return None
-    _, singular, vt = np.linalg.svd(rows, full_matrices=False)
-    rank = int((singular > tol * max(rows.shape) * singular[0]).sum())
-    return vt[:rank] if rank else None
-
-
-def _publishing_cells_used(cells: Sequence[Cell], matrix: np.ndarray, target: int) -> list[int]:
+def _publishing_cells_used(cells: Sequence[Cell], gram: np.ndarray, target: int) -> list[int]:
     """Published cells that a derivation of `target` leans on, smallest first."""
-    published = [i for i, c in enumerate(cells) if not c.suppressed and matrix[i].any()]
-    coefficients, *_ = np.linalg.lstsq(matrix[published].T, matrix[target], rcond=None)
+    published = [i for i, c in enumerate(cells) if not c.suppressed and gram[i, i] > 0]
+    coefficients = _Span(gram, published).coefficients(gram, target)
     used = [published[k] for k, a in enumerate(coefficients) if abs(a) > 1e-9]
     return sorted(used, key=lambda i: (cells[i].count == 0, cells[i].count, i))
 
@@ -297,19 +312,19 @@ def protect(
     _primary(cells, threshold)
     groups = relations(cells, region_of)
     _secondary(cells, groups, threshold)
-    matrix = _atom_matrix(cells, atoms)
+    gram = cell_gram(cells, atoms)
     rounds = 0
     while True:
-        leaks = derivable_cells(cells, matrix)
+        leaks = derivable_cells(cells, gram)
         if not leaks:
             break
         rounds += 1
         if rounds > max_gate_rounds:
             raise GateFailure(f"{len(leaks)} suppressed cells remain derivable")
-        for i in _publishing_cells_used(cells, matrix, leaks[0])[:1]:
+        for i in _publishing_cells_used(cells, gram, leaks[0])[:1]:
             cells[i].suppressed, cells[i].reason = True, "gate"
         _secondary(cells, groups, threshold)
-    audit_gate(cells, matrix, groups, threshold)
+    audit_gate(cells, gram, groups, threshold)
     for cell in cells:
         if not cell.suppressed:
             cell.count = round_to_base(cell.count, base)
@@ -328,10 +343,10 @@ def protect(
 
 
 def audit_gate(
-    cells: Sequence[Cell], matrix: np.ndarray, groups: Sequence[Sequence[int]], threshold: int
+    cells: Sequence[Cell], gram: np.ndarray, groups: Sequence[Sequence[int]], threshold: int
 ) -> None:
     """The last check before anything is published. Raises GateFailure; never fixes."""
-    leaks = derivable_cells(cells, matrix)
+    leaks = derivable_cells(cells, gram)
     if leaks:
         raise GateFailure(f"{len(leaks)} suppressed cells lie in the span of published cells")
     for cell in cells:
