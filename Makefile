@@ -37,8 +37,11 @@ lint: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/referral db upgrade
 
+## bench: statistics snapshot build time (ARGS="--cases 1000000"; PostgreSQL with
+## REFERRAL_BENCH_DATABASE_URL). The load scenarios of issue 7 are not built yet.
 bench: $(STAMP)
-	@echo "make bench: not yet built (issue 7: performance and resilience)." && exit 1
+	mkdir -p var
+	$(BIN)/python -m bench.snapshot $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -111,6 +111,15 @@ def round_to_base(count: int, base: int) -> int:
 # --- building the family ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Incidence:
+    """Which atoms (municipality x month x categories that occur) each cell covers."""
+
+    rows: np.ndarray  # cell index
+    cols: np.ndarray  # atom index
+    atoms: int
+
+
 def build_cells(
     units: Iterable[Unit],
     tables: Sequence[TableSpec],
@@ -118,31 +127,79 @@ def build_cells(
     geos: Mapping[str, Sequence[str]],
     categories: Mapping[str, Sequence[str]],
     region_of: Mapping[str, str],
-) -> tuple[list[Cell], dict[CellKey, set[tuple]]]:
-    """Every cell of every table (zeros included), with its distinct count and its atoms."""
+) -> tuple[list[Cell], Incidence]:
+    """Every cell of every table (zeros included), its distinct count, and its atoms.
+
+    Vectorised: units become integer codes; for each table the cell of each unit is one
+    integer, and distinct persons per cell come from unique (cell, person) pairs.
+    """
     units = list(units)
-    persons: dict[CellKey, set[str]] = defaultdict(set)
-    atoms: dict[CellKey, set[tuple]] = defaultdict(set)
-    for unit in units:
-        atom = (unit.municipality, unit.month, unit.categories)
-        for table in tables:
-            key = CellKey(
-                table,
-                geo_of(unit.municipality, table.geography, region_of),
-                period_of(unit.month, table.period),
-                tuple(unit.category(d) for d in table.dimensions),
-            )
-            persons[key].add(unit.person)
-            atoms[key].add(atom)
-    cells = []
+    cells: list[Cell] = []
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    n = len(units)
+    person = _codes([u.person for u in units])
+    atom = _codes([(u.municipality, u.month, u.categories) for u in units])
+    months = [u.month for u in units]
+    places = {
+        "municipality": [u.municipality for u in units],
+        "region": [region_of[u.municipality] for u in units],
+        "national": [NATIONAL] * n,
+    }
+    # codes computed once per level and dimension, not once per table
+    labelled = [dict(u.categories) for u in units]
+    geo_codes = {level: _index_of(places[level], list(geos[level])) for level in geos}
+    period_codes = {
+        level: _index_of([period_of(m, level) for m in months], list(periods[level]))
+        for level in periods
+    }
+    dim_codes = {
+        d: _index_of([c.get(d) for c in labelled], list(categories[d])) for d in categories
+    }
     for table in tables:
-        combos = product(*(categories[d] for d in table.dimensions))
+        geo_list, period_list = list(geos[table.geography]), list(periods[table.period])
+        combos = list(product(*(categories[d] for d in table.dimensions)))
+        first = len(cells)
         for cats in combos:
-            for geo in geos[table.geography]:
-                for period in periods[table.period]:
-                    key = CellKey(table, geo, period, tuple(cats))
-                    cells.append(Cell(key, len(persons.get(key, ()))))
-    return cells, atoms
+            for geo in geo_list:
+                for period in period_list:
+                    cells.append(Cell(CellKey(table, geo, period, tuple(cats)), 0))
+        if not n:
+            continue
+        geo_i, period_i = geo_codes[table.geography], period_codes[table.period]
+        combo_i = np.zeros(n, dtype=np.int64)
+        valid = (geo_i >= 0) & (period_i >= 0)
+        for d in table.dimensions:
+            code = dim_codes[d]
+            valid &= code >= 0
+            combo_i = combo_i * len(categories[d]) + code
+        local = (combo_i * len(geo_list) + geo_i) * len(period_list) + period_i
+        cell_i = local[valid]
+        # distinct (cell, person) and (cell, atom) pairs, each pair packed into one integer
+        persons = np.unique(cell_i * n + person[valid])
+        counts = np.bincount(persons // n, minlength=len(cells) - first)
+        for offset, count in enumerate(counts):
+            cells[first + offset].count = int(count)
+        atoms_of = np.unique(cell_i * n + atom[valid])
+        rows.append(first + atoms_of // n)
+        cols.append(atoms_of % n)
+    empty = np.zeros(0, dtype=np.int64)
+    return cells, Incidence(
+        np.concatenate(rows) if rows else empty,
+        np.concatenate(cols) if cols else empty,
+        int(atom.max()) + 1 if n else 0,
+    )
+
+
+def _codes(values: list) -> np.ndarray:
+    index: dict = {}
+    return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
+
+
+def _index_of(values: list, known: list[str]) -> np.ndarray:
+    """Position of each value in `known`, -1 where it is not there."""
+    lookup = {v: i for i, v in enumerate(known)}
+    return np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
 
 
 def relations(cells: Sequence[Cell], region_of: Mapping[str, str]) -> list[list[int]]:
@@ -244,22 +301,17 @@ def _secondary(cells: Sequence[Cell], groups: Sequence[Sequence[int]], threshold
                 changed |= _suppress_one_more(cells, group)
 
 
-def cell_gram(cells: Sequence[Cell], atoms: Mapping[CellKey, set[tuple]]) -> np.ndarray:
+def cell_gram(cells: Sequence[Cell], incidence: Incidence) -> np.ndarray:
     """K[i, j] = atoms shared by cells i and j: the Gram matrix of their 0/1 atom vectors.
 
     The gate needs only inner products of cell vectors, so it never builds a basis in atom
     space (which grows with the data); K is cells x cells whatever the volume.
     """
-    columns: dict[tuple, int] = {}
-    rows, cols = [], []
-    for row, cell in enumerate(cells):
-        for atom in atoms.get(cell.key, ()):
-            rows.append(row)
-            cols.append(columns.setdefault(atom, len(columns)))
-    incidence = sparse.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(len(cells), max(len(columns), 1))
+    matrix = sparse.csr_matrix(
+        (np.ones(len(incidence.rows)), (incidence.rows, incidence.cols)),
+        shape=(len(cells), max(incidence.atoms, 1)),
     )
-    return (incidence @ incidence.T).toarray()
+    return (matrix @ matrix.T).toarray()
 
 
 class _Span:
@@ -303,7 +355,7 @@ def _publishing_cells_used(cells: Sequence[Cell], gram: np.ndarray, target: int)
 
 def protect(
     cells: list[Cell],
-    atoms: Mapping[CellKey, set[tuple]],
+    atoms: Incidence,
     region_of: Mapping[str, str],
     threshold: int,
     base: int,
