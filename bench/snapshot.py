@@ -82,11 +82,51 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     result["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-    result["command"] = f"make bench ARGS='--cases {args.cases}'"
+    result["command"] = f"make bench ARGS='--cases {args.cases}'" + (
+        " REFERRAL_BENCH_DATABASE_URL=..." if server else ""
+    )
     print(json.dumps(result, indent=2))
     history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     history.append(result)
     RESULTS.write_text(json.dumps(history, indent=2) + "\n")
+    render(history)
+
+
+def render(history: list[dict]) -> None:
+    """docs/benchmarks.md from bench/results.json: every figure comes from a recorded run."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` from `bench/results.json`; every row is a recorded run.",
+        "",
+        "## Statistics snapshot build",
+        "",
+        "Seeds N synthetic cases into a fresh database (38 municipalities, two years of",
+        "referrals in every state, 5 % re-referrals, identity fields really encrypted), then",
+        "times `build_snapshot` as `referral stats snapshot` runs it: reading the released",
+        "periods, protecting every measure-year family (suppression, the linear-span gate,",
+        "rounding) and storing the cells.",
+        "",
+        "| cases | database | snapshot (s) | seeding (s) | peak RSS (MiB) | cells | "
+        "suppressed | machine | when | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in history:
+        lines.append(
+            f"| {r['cases']:,} | {r['database']} | {r['snapshot_seconds']} | "
+            f"{r['seed_seconds']} | {r['process_peak_rss_mib']} | {r['cells']:,} | "
+            f"{r['suppressed']:,} | {r['machine']} | {r['when']} | `{r['command']}` |"
+        )
+    lines += [
+        "",
+        "## Not yet measured",
+        "",
+        "The load scenarios of issue 7 (login, audited case read, case list, intake,",
+        "transition, statistics query, audit verification speed, as ratios to the",
+        "framework's ceiling, with pgbench's ceiling beside them) are not built yet.",
+        "",
+    ]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
