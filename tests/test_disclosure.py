@@ -208,3 +208,37 @@ def test_a_breakdown_with_and_without_a_filter_reveals_nothing():
     ]
     assert male.suppressed
     assert whole.suppressed or female.suppressed
+
+
+def test_the_audit_gate_refuses_a_derivable_cell():
+    import pytest
+
+    from referral.stats.disclosure import GateFailure, audit_gate, cell_gram, relations
+
+    units = [unit(i, "m0", 2, "health", "male") for i in range(3)]
+    units += [unit(10 + i, "m1", 2, "health", "male") for i in range(25)]
+    region_of, geos = world(2, 1)
+    cells, incidence = build_cells(units, TABLES, PERIODS, geos, CATEGORIES, region_of)
+    # suppress m0's yearly total alone, as a naive "hide small cells" release would
+    for cell in cells:
+        key = cell.key
+        if key.table == TableSpec("municipality", "year", ()) and key.geo == "m0":
+            cell.suppressed = True
+    with pytest.raises(GateFailure):
+        audit_gate(cells, cell_gram(cells, incidence), relations(cells, region_of), THRESHOLD)
+
+
+def test_counts_are_of_distinct_individuals_per_period():
+    region_of, geos = world(1, 1)
+    units = [unit(1, "m0", 1, "health", "male"), unit(1, "m0", 2, "health", "male")]
+    units += [unit(2, "m0", 2, "health", "male")]
+    cells, _ = build_cells(units, TABLES, PERIODS, geos, CATEGORIES, region_of)
+    count = {
+        (c.key.table.period, c.key.period): c.count
+        for c in cells
+        if c.key.table.dimensions == () and c.key.table.geography == "national"
+    }
+    assert count[("month", "2025-01")] == 1
+    assert count[("month", "2025-02")] == 2
+    assert count[("quarter", "2025-Q1")] == 2  # person 1 counted once in the quarter
+    assert count[("year", "2025")] == 2
