@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
@@ -82,7 +83,7 @@ async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> d
         await connection.execute(insert(Organisation), organisations)
         await connection.execute(insert(User), users)
     now = datetime.now(UTC)
-    people: list[str] = []
+    people: list[tuple[str, uuid.UUID]] = []
     for start in range(0, cases, CHUNK):
         rows = [
             _case(rng, ring, blind_key, users, people, now)
@@ -101,13 +102,14 @@ def _case(rng, ring, blind_key, users, people, now) -> dict:
     case_id = uuid7()
     user = rng.choice(users)
     if people and rng.random() < 0.05:  # a re-referral of someone seen before
-        person = rng.choice(people)
+        person, stat_person = rng.choice(people)
     else:
         born = now.date() - timedelta(days=rng.randint(10 * 365, 40 * 365))
         person = blind_index(
             blind_key, given_name=f"Bench{len(people)}", family_name="Sint", date_of_birth=born
         )
-        people.append(person)
+        stat_person = uuid.uuid4()
+        people.append((person, stat_person))
     submitted = now - timedelta(days=rng.randint(1, 730), minutes=rng.randint(0, 1440))
     path = (
         "submitted",
@@ -139,6 +141,11 @@ def _case(rng, ring, blind_key, users, people, now) -> dict:
         "subject_gender": rng.choice(list(Gender)).value,
         "subject_age_band": rng.choice(list(AgeBand)).value,
         "blind_index": person,
+        "stat_person": stat_person,
+        "legal_hold_at": None,
+        "legal_hold_by": None,
+        "legal_hold_reason_enc": None,
+        "purged_at": None,
         "given_name_enc": _seal(ring, case_id, "given_name", "Bench"),
         "family_name_enc": _seal(ring, case_id, "family_name", "Sint"),
         "date_of_birth_enc": _seal(ring, case_id, "date_of_birth", "2000-01-01"),

@@ -136,6 +136,6 @@ def seal_field(ring: KeyRing, obj: object, field: str, value: str | None) -> Non
 
 def open_field(ring: KeyRing, obj: object, field: str) -> str | None:
     token = getattr(obj, f"{field}_enc")
-    if token is None:
+    if not token:  # never set, or purged
         return None
     return ring.decrypt(token, table=obj.__tablename__, column=field, row_id=obj.id)  # type: ignore[attr-defined]

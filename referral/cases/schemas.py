@@ -118,9 +118,11 @@ class ReferrerCaseView(BaseModel):
 
 
 class SubjectOut(BaseModel):
-    given_name: str
-    family_name: str
-    date_of_birth: date
+    """Identity fields are None once purged by retention or erased."""
+
+    given_name: str | None
+    family_name: str | None
+    date_of_birth: date | None
     gender: str
     age_band: str
     address: str | None
@@ -225,8 +227,10 @@ class PanelCaseView(BaseModel):
     referrer_sector: str
     primary_concern: str
     subject: SubjectOut
-    description: str
+    description: str | None
     indicators: list[str]
+    purged_at: datetime | None
+    legal_hold: bool
     entered: dict[str, datetime]
     screening: ScreeningOut | None
     panel_decisions: list[DecisionOut]

@@ -142,11 +142,6 @@ async def submit_referral(
             family_name=subject.family_name,
             date_of_birth=subject.date_of_birth,
         ),
-        given_name_enc="",
-        family_name_enc="",
-        date_of_birth_enc="",
-        description_enc="",
-        indicators_enc="",
     )
     ring = keys.ring
     seal_field(ring, case, "given_name", subject.given_name)
@@ -160,6 +155,13 @@ async def submit_referral(
     seal_field(ring, case, "languages", json.dumps(subject.languages))
     seal_field(ring, case, "description", body.description)
     seal_field(ring, case, "indicators", json.dumps([str(i) for i in body.indicators]))
+    earlier_person = (
+        await session.exec(
+            select(CaseFile.stat_person).where(CaseFile.blind_index == case.blind_index).limit(1)
+        )
+    ).first()
+    if earlier_person is not None:
+        case.stat_person = earlier_person
     session.add(case)
     await session.flush()
 

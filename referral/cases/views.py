@@ -42,6 +42,8 @@ def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
 
 
 def subject_name(ring: KeyRing, case: CaseFile) -> str:
+    if case.purged_at is not None:
+        return "[purged]"
     return f"{open_field(ring, case, 'given_name')} {open_field(ring, case, 'family_name')}"
 
 
@@ -130,9 +132,9 @@ def detail_view(
         referrer_sector=case.referrer_sector,
         primary_concern=case.primary_concern,
         subject=SubjectOut(
-            given_name=open_field(ring, case, "given_name") or "",
-            family_name=open_field(ring, case, "family_name") or "",
-            date_of_birth=open_field(ring, case, "date_of_birth") or "",
+            given_name=open_field(ring, case, "given_name"),
+            family_name=open_field(ring, case, "family_name"),
+            date_of_birth=open_field(ring, case, "date_of_birth"),
             gender=case.subject_gender,
             age_band=case.subject_age_band,
             address=open_field(ring, case, "address"),
@@ -140,7 +142,9 @@ def detail_view(
             guardian=_json(ring, case, "guardian"),
             languages=_json(ring, case, "languages") or [],
         ),
-        description=open_field(ring, case, "description") or "",
+        description=open_field(ring, case, "description"),
+        purged_at=case.purged_at,
+        legal_hold=case.legal_hold_at is not None,
         indicators=_json(ring, case, "indicators") or [],
         entered=_entered(case, workflow),
         screening=None

@@ -83,16 +83,26 @@ class CaseFile(SQLModel, table=True):
 
     subject_gender: str = Field(sa_type=String(16))
     subject_age_band: str = Field(sa_type=String(8))
-    blind_index: str = Field(sa_type=String(64), index=True)
-    given_name_enc: str = Field(sa_type=Text)
-    family_name_enc: str = Field(sa_type=Text)
-    date_of_birth_enc: str = Field(sa_type=Text)
+    # A random id per person (shared by re-referrals): statistics count people by it, so
+    # purging identity (and the blind index) leaves published counts unchanged.
+    stat_person: uuid.UUID = Field(default_factory=uuid.uuid4, sa_type=Uuid)
+    blind_index: str | None = Field(default=None, sa_type=String(64), index=True)
+    given_name_enc: str | None = Field(default=None, sa_type=Text)
+    family_name_enc: str | None = Field(default=None, sa_type=Text)
+    date_of_birth_enc: str | None = Field(default=None, sa_type=Text)
     address_enc: str | None = Field(default=None, sa_type=Text)
     contacts_enc: str | None = Field(default=None, sa_type=Text)
     guardian_enc: str | None = Field(default=None, sa_type=Text)
     languages_enc: str | None = Field(default=None, sa_type=Text)
-    description_enc: str = Field(sa_type=Text)
-    indicators_enc: str = Field(sa_type=Text)
+    description_enc: str | None = Field(default=None, sa_type=Text)
+    indicators_enc: str | None = Field(default=None, sa_type=Text)
+
+    legal_hold_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    legal_hold_by: uuid.UUID | None = Field(
+        default=None, sa_column=_fk("user_account.id", nullable=True, index=False)
+    )
+    legal_hold_reason_enc: str | None = Field(default=None, sa_type=Text)
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     submitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     screening_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

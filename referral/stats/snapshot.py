@@ -33,7 +33,7 @@ def table_key(table: TableSpec) -> str:
 
 async def _case_rows(session: AsyncSession):
     columns = (
-        CaseFile.blind_index,
+        CaseFile.stat_person,
         CaseFile.referrer_sector,
         CaseFile.primary_concern,
         CaseFile.subject_age_band,
@@ -69,9 +69,8 @@ def _units(policy: ReportingPolicy, measure: str, rows, released_months: set[str
             categories.append((name, category))
         else:
             # distinct individuals: one unit per person and month (their first record)
-            seen.setdefault(
-                (row.blind_index, month), Unit(row.blind_index, row.code, month, tuple(categories))
-            )
+            person = str(row.stat_person)
+            seen.setdefault((person, month), Unit(person, row.code, month, tuple(categories)))
     return list(seen.values())
 
 
