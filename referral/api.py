@@ -11,6 +11,7 @@ from referral.auth.router import router as auth_router
 from referral.cases.router import router as cases_router
 from referral.health.router import router as health_router
 from referral.panels.router import router as panels_router
+from referral.retention.router import router as retention_router
 from referral.routing import ProblemRoute
 from referral.stats.router import router as stats_router
 
@@ -33,7 +34,15 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 
 def mount(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX, route_class=ProblemRoute)
-    features = (auth_router, admin_router, cases_router, panels_router, audit_router, stats_router)
+    features = (
+        auth_router,
+        admin_router,
+        cases_router,
+        panels_router,
+        audit_router,
+        stats_router,
+        retention_router,
+    )
     for feature in features:
         api.include_router(feature)
     app.include_router(health_router)

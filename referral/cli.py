@@ -146,6 +146,69 @@ def stats_snapshot(
     )
 
 
+retention_app = typer.Typer(help="Retention of case data.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+async def _retention(apply: bool, as_of, show_progress: bool):
+    from referral.audit.chain import seal_pending, track
+    from referral.db import create_engine, create_sessionmaker
+    from referral.models import AuditEvent
+    from referral.retention.policy import load_retention_policy
+    from referral.retention.service import due_for_purge, run_retention
+
+    settings = get_settings()
+    policy = load_retention_policy(settings.policies_dir / "retention.yaml")
+    engine = create_engine(settings)
+
+    def audit_event(case_id, touched):
+        track(
+            session,
+            AuditEvent(
+                action="retention.purge",
+                outcome="allowed",
+                resource_type="case",
+                resource_ids=[str(case_id)],
+                fields=touched,
+                purpose="retention",
+            ),
+        )
+
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            total = len(await due_for_purge(session, policy, as_of))
+            if show_progress and apply and total:
+                with typer.progressbar(length=total, label="purging", file=sys.stderr) as bar:
+                    due = await run_retention(
+                        session, policy, as_of, apply, audit_event, bar.update
+                    )
+            else:
+                due = await run_retention(session, policy, as_of, apply, audit_event)
+            await seal_pending(session, settings.audit_chain_key)
+            return due
+    finally:
+        await engine.dispose()
+
+
+@retention_app.command("run")
+def retention_run(
+    apply: bool = typer.Option(False, "--apply", help="Purge; without it, only list"),
+    as_of: str = typer.Option("", help="Pretend today is this date (YYYY-MM-DD)"),
+    progress: bool = typer.Option(True, help="Show a progress bar on standard error"),
+) -> None:
+    """Purge identity, notes and free text of closed cases past their retention period."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(as_of).replace(tzinfo=UTC) if as_of else datetime.now(UTC)
+    due = asyncio.run(_retention(apply, moment, progress))
+    for item in due:
+        typer.echo(
+            f"{'purged' if apply else 'would purge'} case {item.case_id} "
+            f"(closed {item.closed_at:%Y-%m-%d}, due {item.due_at:%Y-%m-%d})"
+        )
+    typer.echo(f"{len(due)} case(s) {'purged' if apply else 'due; dry run, nothing changed'}")
+
+
 @app.command("secrets")
 def print_secrets() -> None:
     """Print freshly generated secrets as REFERRAL_* environment lines."""

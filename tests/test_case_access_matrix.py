@@ -42,6 +42,9 @@ CASE_ACTIONS = {
         "review",
         "worklist",
         "break_glass",
+        "legal_hold",
+        "erase",
+        "export",
     },
     Role.panel_member: {
         "list",
@@ -93,6 +96,9 @@ BODIES = {
     },
     # too short a reason: refused after authorisation, so no grant changes the fixture
     ("POST", "/api/v1/cases/{case_id}/break-glass"): {"reason": "short"},
+    ("PUT", "/api/v1/cases/{case_id}/legal-hold"): {"reason": "Litigation notice received."},
+    ("POST", "/api/v1/cases/{case_id}/legal-hold/release"): {"reason": "Proceedings ended."},
+    ("POST", "/api/v1/cases/{case_id}/erase"): {"reason": "The subject asked for erasure."},
 }
 PROBLEM_KEYS = {
     "type",
@@ -222,6 +228,8 @@ async def matrix(app):
 def _case_routes(app):
     routes = [(i, guards(i.route)[0]) for i in api_routes(app) if "{case_id}" in i.path]
     assert len(routes) >= 15
+    # every route the matrix has a body for is really there (an unmounted one would hide)
+    assert set(BODIES) <= {(i.method, i.path) for i, _ in routes}
     return routes
 
 

@@ -5,12 +5,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import cast, exists, func
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 
 from referral import audit
 from referral.audit import chain
+from referral.audit.queries import mentions
 from referral.audit.schemas import (
     AuditEventOut,
     AuditPage,
@@ -34,15 +33,6 @@ def _can(action: str) -> Any:
     return Annotated[Access, Depends(authorize("audit", action))]
 
 
-def _mentions(session, case_id: uuid.UUID):
-    """Events naming the case among their resource ids (single reads and lists alike)."""
-    if session.bind.dialect.name == "postgresql":
-        return cast(AuditEvent.resource_ids, JSONB).contains([str(case_id)])
-    # no CAST on SQLite: it would give the JSON text numeric affinity
-    each = func.json_each(AuditEvent.resource_ids).table_valued("value")
-    return exists(select(1).select_from(each).where(each.c.value == str(case_id)))
-
-
 @router.get("/events", response_model=AuditPage, summary="Search the audit trail")
 async def search_events(
     request: Request,
@@ -61,7 +51,7 @@ async def search_events(
     if actor_user_id:
         stmt = stmt.where(AuditEvent.actor_user_id == actor_user_id)
     if case_id:
-        stmt = stmt.where(_mentions(session, case_id))
+        stmt = stmt.where(mentions(session, case_id))
     if action:
         stmt = stmt.where(AuditEvent.action == action)
     if outcome:

@@ -75,6 +75,9 @@ RESOURCES: dict[str, ResourceSpec] = {
                     "review",
                     "worklist",
                     "break_glass",
+                    "legal_hold",
+                    "erase",
+                    "export",
                 }
             ),
             model=CaseFile,

@@ -1,0 +1,1 @@
+"""Retention, erasure and subject access."""

@@ -1,0 +1,287 @@
+"""Retention, legal hold, erasure and subject-access export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+
+from referral import migrate
+from referral.config import SECRET_FIELDS
+from referral.main import create_app
+from referral.models import AuditEvent, CaseFile, StatsCell
+from referral.models.base import utcnow
+from tests.case_world import etag, force_state, make_town, move, new_case, referral_body
+from tests.conftest import World
+from tests.databases import ScratchDatabase
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def isolated(settings, tmp_path):
+    """An app on a database of its own, so 'exactly these cases' means exactly."""
+    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "retention")
+    await asyncio.to_thread(migrate.upgrade, database.url)
+    app = create_app(settings.model_copy(update={"database_url": database.url}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        town = await make_town(client, World(app))
+        yield app, client, town, database
+    await app.state.engine.dispose()
+    await asyncio.to_thread(database.drop)
+
+
+async def _closed(app, client, town, name: str, days_ago: int, assessed: bool) -> str:
+    case_id = await new_case(client, town.referrer, referral_body(given=name))
+    await client.post(
+        f"/api/v1/cases/{case_id}/notes",
+        headers=town.coordinator.headers,
+        json={"section": "general", "body": f"Note about {name}"},
+    )
+    await force_state(app, case_id, "assessment" if assessed else "screening")
+    closed = utcnow() - timedelta(days=days_ago)
+    values = {
+        "state": "closed",
+        "closure_outcome": "no_further_action",
+        "closed_at": closed,
+        "submitted_at": closed - timedelta(days=30),
+    }
+    if not assessed:
+        values["assessment_at"] = None
+    async with app.state.sessionmaker() as s, s.begin():
+        await s.exec(update(CaseFile).where(CaseFile.id == uuid.UUID(case_id)).values(**values))
+    return case_id
+
+
+async def _name(client, town, case_id) -> str | None:
+    body = (await client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)).json()
+    return body["subject"]["given_name"]
+
+
+async def _snapshot(app) -> list[tuple]:
+    from referral.stats.snapshot import build_snapshot
+
+    async with app.state.sessionmaker() as s, s.begin():
+        snapshot = await build_snapshot(s, app.state.reporting_policy, date.today(), None)
+    async with app.state.sessionmaker() as s:
+        cells = (
+            await s.exec(
+                select(StatsCell).where(StatsCell.snapshot_id == snapshot.id).order_by(StatsCell.id)
+            )
+        ).all()
+    return [(c.measure, c.table_key, c.period, c.area, tuple(c.categories), c.value) for c in cells]
+
+
+def _cli(settings, database, *args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
+    env.update(
+        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
+    )
+    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=database.url)
+    return subprocess.run(
+        [sys.executable, "-m", "referral.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_retention_removes_exactly_what_the_policy_says(isolated, settings):
+    app, client, town, database = isolated
+    due_short = await _closed(app, client, town, "Skadueshme", 400, assessed=False)  # > 365
+    kept_short = await _closed(app, client, town, "Ruajtur", 100, assessed=False)
+    kept_long = await _closed(app, client, town, "Vlerësuar", 400, assessed=True)  # < 2190
+    due_long = await _closed(app, client, town, "Vjetër", 2200, assessed=True)  # > 2190
+    held = await _closed(app, client, town, "Mbajtur", 400, assessed=False)
+    hold = await client.put(
+        f"/api/v1/cases/{held}/legal-hold",
+        json={"reason": "Court order 17/2026 (synthetic)"},
+        headers={
+            **town.coordinator.headers,
+            "If-Match": await etag(client, town.coordinator, held),
+        },
+    )
+    assert hold.status_code == 200, hold.text
+    open_case = await new_case(client, town.referrer, referral_body(given="Hapur"))
+    before = await _snapshot(app)
+
+    dry = await asyncio.to_thread(_cli, settings, database, "retention", "run")
+    assert dry.returncode == 0, dry.stderr
+    assert {due_short, due_long} == {
+        line.split()[3] for line in dry.stdout.splitlines() if line.startswith("would purge")
+    }
+    assert await _name(client, town, due_short) == "Skadueshme"  # a dry run changes nothing
+
+    applied = await asyncio.to_thread(_cli, settings, database, "retention", "run", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "2 case(s) purged" in applied.stdout
+    for case_id in (due_short, due_long):
+        seen = (
+            await client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
+        ).json()
+        assert seen["subject"]["given_name"] is None
+        assert seen["subject"]["date_of_birth"] is None
+        assert seen["description"] is None
+        assert seen["purged_at"] is not None
+        assert [n["body"] for n in seen["sections"]["general"]["notes"]] == [""]
+        assert seen["state"] == "closed"  # the skeleton stays
+    for case_id, name in (
+        (kept_short, "Ruajtur"),
+        (kept_long, "Vlerësuar"),
+        (held, "Mbajtur"),
+        (open_case, "Hapur"),
+    ):
+        assert await _name(client, town, case_id) == name
+    assert await _snapshot(app) == before  # statistics do not move
+    async with app.state.sessionmaker() as s:
+        purges = (
+            await s.exec(select(AuditEvent).where(AuditEvent.action == "retention.purge"))
+        ).all()
+    assert sorted(e.resource_ids[0] for e in purges) == sorted([due_short, due_long])
+    again = await asyncio.to_thread(_cli, settings, database, "retention", "run", "--apply")
+    assert "0 case(s) purged" in again.stdout
+
+
+async def test_legal_hold_blocks_erasure_until_lifted(isolated):
+    app, client, town, _ = isolated
+    case_id = await _closed(app, client, town, "Ruajtshme", 10, assessed=True)
+    url = f"/api/v1/cases/{case_id}"
+    headers = town.coordinator.headers
+    missing = await client.put(
+        f"{url}/legal-hold", json={"reason": "Pending litigation"}, headers=headers
+    )
+    assert missing.status_code == 428
+    await client.put(
+        f"{url}/legal-hold",
+        json={"reason": "Pending litigation"},
+        headers={**headers, "If-Match": await etag(client, town.coordinator, case_id)},
+    )
+    refused = await client.post(
+        f"{url}/erase",
+        json={"reason": "Subject's request (art. 17)"},
+        headers={**headers, "If-Match": await etag(client, town.coordinator, case_id)},
+    )
+    assert refused.status_code == 409
+    assert await _name(client, town, case_id) == "Ruajtshme"
+    lifted = await client.post(
+        f"{url}/legal-hold/release",
+        json={"reason": "Case settled"},
+        headers={**headers, "If-Match": await etag(client, town.coordinator, case_id)},
+    )
+    assert lifted.status_code == 200
+    erased = await client.post(
+        f"{url}/erase",
+        json={"reason": "Subject's request (art. 17)"},
+        headers={**headers, "If-Match": await etag(client, town.coordinator, case_id)},
+    )
+    assert erased.status_code == 200, erased.text
+    assert await _name(client, town, case_id) is None
+    twice = await client.post(
+        f"{url}/erase",
+        json={"reason": "Subject's request (art. 17)"},
+        headers={**headers, "If-Match": await etag(client, town.coordinator, case_id)},
+    )
+    assert twice.status_code == 409
+    async with app.state.sessionmaker() as s:
+        actions = (
+            await s.exec(
+                select(AuditEvent.action).where(AuditEvent.actor_user_id == town.coordinator.id)
+            )
+        ).all()
+    assert {"case.legal_hold", "case.legal_hold_release", "case.erase"} <= set(actions)
+
+
+async def test_an_open_case_is_not_erased(isolated):
+    _, client, town, _ = isolated
+    case_id = await new_case(client, town.referrer)
+    response = await client.post(
+        f"/api/v1/cases/{case_id}/erase",
+        json={"reason": "Subject's request (art. 17)"},
+        headers={
+            **town.coordinator.headers,
+            "If-Match": await etag(client, town.coordinator, case_id),
+        },
+    )
+    assert response.status_code == 409
+
+
+async def test_export_holds_everything_about_the_subject_and_nobody_else(isolated):
+    app, client, town, _ = isolated
+    mine = await new_case(
+        client,
+        town.referrer,
+        referral_body(
+            given="Eksportueshme", family="Subjekti", description="Her own synthetic story"
+        ),
+    )
+    other = await new_case(
+        client,
+        town.referrer,
+        referral_body(
+            given="Tjetërkush", family="Personi", description="Someone else's synthetic story"
+        ),
+    )
+    for case_id, text in ((mine, "Meeting with her mentor"), (other, "Unrelated meeting")):
+        await client.post(
+            f"/api/v1/cases/{case_id}/notes",
+            headers=town.coordinator.headers,
+            json={"section": "general", "body": text},
+        )
+    await move(client, town.coordinator, mine, "screening")
+    await client.put(
+        f"/api/v1/cases/{mine}/screening",
+        json={"summary": "Screened for export test"},
+        headers={
+            **town.coordinator.headers,
+            "If-Match": await etag(client, town.coordinator, mine),
+        },
+    )
+    await force_state(app, mine, "panel")
+    await client.post(
+        f"/api/v1/cases/{mine}/assessments",
+        headers=town.coordinator.headers,
+        json={
+            "factors": [{"dimension": "intent", "factor": "x_y", "score": 2}],
+            "summary": "Assessment for export",
+        },
+    )
+    exported = await client.get(f"/api/v1/cases/{mine}/export", headers=town.coordinator.headers)
+    assert exported.status_code == 200, exported.text
+    text = json.dumps(exported.json())
+    for expected in (
+        "Eksportueshme",
+        "Subjekti",
+        "Her own synthetic story",
+        "Meeting with her mentor",
+        "Screened for export test",
+        "Assessment for export",
+        "case.read",
+        "access_log",
+    ):
+        assert expected in text, expected
+    for absent in (
+        "Tjetërkush",
+        "Someone else",
+        "Unrelated meeting",
+        str(town.referrer.id),
+        town.referrer.account.username,
+        str(town.coordinator.id),
+    ):
+        assert absent not in text, absent
+    for who in (town.referrer, town.panel[next(iter(town.panel))], town.analyst):
+        denied = await client.get(f"/api/v1/cases/{mine}/export", headers=who.headers)
+        assert denied.status_code == 403
