@@ -209,6 +209,44 @@ def retention_run(
     typer.echo(f"{len(due)} case(s) {'purged' if apply else 'due; dry run, nothing changed'}")
 
 
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+async def _rotate(batch: int, show_progress: bool):
+    from referral.db import create_engine, create_sessionmaker
+    from referral.retention.keys import count_stale, rotate
+
+    settings = get_settings()
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        total = await count_stale(sessionmaker, settings.key_ring)
+        if not show_progress or not total:
+            return await rotate(sessionmaker, settings.key_ring, settings.audit_chain_key, batch)
+        with typer.progressbar(length=total, label="re-encrypting", file=sys.stderr) as bar:
+            return await rotate(
+                sessionmaker, settings.key_ring, settings.audit_chain_key, batch, bar.update
+            )
+    finally:
+        await engine.dispose()
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch: int = typer.Option(500, min=1, help="Rows per committed batch"),
+    progress: bool = typer.Option(True, help="Show a progress bar on standard error"),
+) -> None:
+    """Re-encrypt every sealed field with the newest key of REFERRAL_DATA_KEYS (resumable)."""
+    rotated = asyncio.run(_rotate(batch, progress))
+    for table, count in rotated.items():
+        typer.echo(f"{table}: {count} row(s) re-encrypted")
+    typer.echo(
+        f"done: {sum(rotated.values())} row(s); every value is now under the newest "
+        "key, and older keys can be removed from REFERRAL_DATA_KEYS"
+    )
+
+
 @app.command("secrets")
 def print_secrets() -> None:
     """Print freshly generated secrets as REFERRAL_* environment lines."""

@@ -1,0 +1,182 @@
+"""Key rotation: after rotating and removing the old key everything decrypts; a ciphertext
+copied elsewhere does not; an interrupted rotation resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import update
+from sqlmodel import select
+
+from referral import migrate
+from referral.config import SECRET_FIELDS
+from referral.crypto import CryptoError, generate_key_entry, open_field
+from referral.main import create_app
+from referral.models import CaseFile
+from referral.retention.keys import SEALED_MODELS, rotate, sealed_columns
+from tests.case_world import etag, force_state, move, new_case, referral_body
+from tests.conftest import World
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def sealed(settings, tmp_path):
+    from tests.case_world import make_town
+    from tests.databases import ScratchDatabase
+
+    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "keys")
+    await asyncio.to_thread(migrate.upgrade, database.url)
+    app = create_app(settings.model_copy(update={"database_url": database.url}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        town = await make_town(client, World(app))
+        cases = []
+        for name in ("Rrotullueshme", "Tjetra"):
+            case_id = await new_case(client, town.referrer, referral_body(given=name))
+            await client.post(
+                f"/api/v1/cases/{case_id}/notes",
+                headers=town.coordinator.headers,
+                json={"section": "general", "body": f"Note on {name}"},
+            )
+            await move(client, town.coordinator, case_id, "screening")
+            await client.put(
+                f"/api/v1/cases/{case_id}/screening",
+                json={"summary": "Screened"},
+                headers={
+                    **town.coordinator.headers,
+                    "If-Match": await etag(client, town.coordinator, case_id),
+                },
+            )
+            await force_state(app, case_id, "panel")
+            await client.post(
+                f"/api/v1/cases/{case_id}/assessments",
+                headers=town.coordinator.headers,
+                json={
+                    "factors": [{"dimension": "intent", "factor": "a_b", "score": 1}],
+                    "summary": "Low",
+                },
+            )
+            cases.append(case_id)
+        yield app, settings.model_copy(update={"database_url": database.url}), town, cases
+    await app.state.engine.dispose()
+    await asyncio.to_thread(database.drop)
+
+
+async def _versions(app) -> set[str]:
+    found = set()
+    async with app.state.sessionmaker() as s:
+        for model in SEALED_MODELS:
+            for row in (await s.exec(select(model))).all():
+                for name in sealed_columns(model):
+                    token = getattr(row, name)
+                    if token:
+                        found.add(token.split(".", 1)[0])
+    return found
+
+
+def _cli(settings, data_keys: str, *args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
+    env.update(
+        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
+    )
+    env.update(
+        REFERRAL_ENV="production",
+        REFERRAL_DATABASE_URL=settings.database_url,
+        REFERRAL_DATA_KEYS=data_keys,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "referral.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_rotate_then_remove_the_old_key(sealed):
+    app, settings, town, cases = sealed
+    old = settings.data_keys.get_secret_value()
+    new = generate_key_entry(2)
+    assert await _versions(app) == {"v1"}
+    result = await asyncio.to_thread(_cli, settings, f"{old},{new}", "keys", "rotate")
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypting" in result.stderr  # the progress bar
+    assert await _versions(app) == {"v2"}
+
+    only_new = create_app(settings.model_copy(update={"data_keys": SecretStr(new)}))
+    transport = httpx.ASGITransport(app=only_new)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for case_id, name in zip(cases, ("Rrotullueshme", "Tjetra"), strict=True):
+                seen = await client.get(
+                    f"/api/v1/cases/{case_id}", headers=town.coordinator.headers
+                )
+                assert seen.status_code == 200, seen.text
+                body = seen.json()
+                assert body["subject"]["given_name"] == name
+                assert body["sections"]["general"]["notes"][0]["body"] == f"Note on {name}"
+                assert body["screening"]["summary"] == "Screened"
+                assert body["sections"]["general"]["assessments"][0]["summary"] == "Low"
+    finally:
+        await only_new.state.engine.dispose()
+
+
+async def test_a_ciphertext_copied_to_another_row_or_column_does_not_decrypt(sealed):
+    app, _, _, cases = sealed
+    ring = app.state.case_keys.ring
+    first, second = (uuid.UUID(c) for c in cases)
+    async with app.state.sessionmaker() as s, s.begin():
+        source = (await s.exec(select(CaseFile).where(CaseFile.id == first))).one()
+        await s.exec(
+            update(CaseFile)
+            .where(CaseFile.id == second)
+            .values(given_name_enc=source.given_name_enc)
+        )
+        await s.exec(
+            update(CaseFile)
+            .where(CaseFile.id == first)
+            .values(family_name_enc=source.given_name_enc)
+        )
+    async with app.state.sessionmaker() as s:
+        rows = {r.id: r for r in (await s.exec(select(CaseFile))).all()}
+    assert open_field(ring, rows[first], "given_name") == "Rrotullueshme"
+    with pytest.raises(CryptoError):
+        open_field(ring, rows[second], "given_name")  # another row
+    with pytest.raises(CryptoError):
+        open_field(ring, rows[first], "family_name")  # another column
+
+
+async def test_an_interrupted_rotation_resumes(sealed):
+    app, settings, _, _ = sealed
+    from referral.crypto import KeyRing
+
+    ring = KeyRing.parse(f"{settings.data_keys.get_secret_value()},{generate_key_entry(3)}")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_batch(_: int) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        await rotate(
+            app.state.sessionmaker,
+            ring,
+            app.state.audit_key,
+            batch=1,
+            progress=stop_after_first_batch,
+        )
+    assert await _versions(app) == {"v1", "v3"}  # part way
+    await rotate(app.state.sessionmaker, ring, app.state.audit_key, batch=1)
+    assert await _versions(app) == {"v3"}
