@@ -24,6 +24,9 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/readyz"),
         ("POST", f"{API_PREFIX}/auth/token"),
         ("POST", f"{API_PREFIX}/auth/refresh"),
+        # authenticated by the enrolment token that sign-in gives (not an access token)
+        ("POST", f"{API_PREFIX}/auth/second-factor/enrolment"),
+        ("POST", f"{API_PREFIX}/auth/second-factor/confirm"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),

@@ -9,6 +9,7 @@ from sqlmodel import select
 
 from referral.models import AuditEvent
 from referral.models.enums import Agency, Role
+from tests.conftest import enrol
 from tests.routes import api_routes, concrete_path
 
 NON_ADMIN_ROLES = [r for r in Role if r is not Role.admin]
@@ -71,7 +72,9 @@ async def test_admin_creates_and_reads_a_user(client, signed_in, world):
         "/api/v1/auth/token",
         data={"username": "new.health.worker", "password": "a long enough password"},
     )
-    assert signed.status_code == 200
+    assert signed.status_code == 403  # a panel member must enrol a second factor first
+    _, enrolled = await enrol(client, signed.json()["enrolment_token"])
+    assert enrolled["access_token"]
 
 
 async def test_no_default_accounts_exist(app):

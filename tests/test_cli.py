@@ -18,6 +18,7 @@ from referral.demo.seed import MUNICIPALITIES, DemoRefused, seed_demo
 from referral.models import CaseFile, Municipality, Organisation, User
 from referral.models.enums import Agency, Role
 from tests.case_world import HAPPY_PATH
+from tests.conftest import enrol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,9 +58,10 @@ async def test_create_admin_from_stdin_then_sign_in(client, test_db):
         "/api/v1/auth/token",
         data={"username": username, "password": "an administrator passphrase"},
     )
-    assert response.status_code == 200
+    assert response.status_code == 403  # the first sign-in enrols the second factor
+    _, enrolled = await enrol(client, response.json()["enrolment_token"])
     me = await client.get(
-        "/api/v1/auth/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {enrolled['access_token']}"}
     )
     assert me.json()["role"] == "admin"
     assert me.json()["municipality_id"] is None
@@ -153,8 +155,9 @@ async def test_demo_seed_creates_the_directory_once(settings, tmp_path):
                 if u.role == "panel_member" and u.municipality_id == municipality_id
             }
             assert panel == {a.value for a in Agency}
-        for username, _, password in (line.split() for line in text.splitlines()[2:]):
+        for username, role, password, secret in (line.split() for line in text.splitlines()[3:]):
             assert username in {u.username for u, _ in users}
             assert len(password) >= 12
+            assert (secret != "-") == (role in ("coordinator", "panel_member", "auditor", "admin"))
     finally:
         await asyncio.to_thread(database.drop)

@@ -16,7 +16,7 @@ async def _attempt(client, username: str, password: str):
 
 
 async def test_sign_in_returns_a_15_minute_access_token_and_a_refresh_token(client, world):
-    account = await world.account(Role.coordinator)
+    account = await world.account(Role.referrer)
     response = await _attempt(client, account.username, account.password)
     assert response.status_code == 200
     body = response.json()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,10 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _logins(text: str) -> dict[str, str]:
+def _logins(text: str) -> dict[str, tuple[str, str]]:
+    """username -> (password, TOTP secret or '-')."""
     rows = [line.split() for line in text.splitlines() if line.startswith("  ")]
-    return {row[0]: row[2] for row in rows if len(row) == 3 and row[0] != "username"}
+    return {row[0]: (row[2], row[3]) for row in rows if len(row) == 4 and row[0] != "username"}
 
 
 def test_referral_dev_from_nothing_then_again(tmp_path):
@@ -79,9 +81,14 @@ def test_referral_dev_from_nothing_then_again(tmp_path):
         logins = _logins(first)
         assert "generated development secrets" in first
         assert len(logins) == 25
+        password, secret = logins["gjilan.coordinator"]
         response = httpx.post(
             f"http://127.0.0.1:{port}/api/v1/auth/token",
-            data={"username": "gjilan.coordinator", "password": logins["gjilan.coordinator"]},
+            data={
+                "username": "gjilan.coordinator",
+                "password": password,
+                "totp_code": pyotp.TOTP(secret).now(),
+            },
         )
         assert response.status_code == 200
         headers = {"Authorization": f"Bearer {response.json()['access_token']}"}

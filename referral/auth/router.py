@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from referral import audit
-from referral.auth import service
+from referral.auth import service, tokens, totp
 from referral.auth.passwords import MAX_LENGTH, MIN_LENGTH
-from referral.auth.schemas import AccountPublic, PasswordChange, RefreshRequest, TokenPair
+from referral.auth.schemas import (
+    AccountPublic,
+    CodeIn,
+    PasswordChange,
+    RefreshRequest,
+    TokenPair,
+)
 from referral.authz.dependencies import Access, authorize
 from referral.db import SessionDep
-from referral.errors import Forbidden, TooManyRequests, problem_response
-from referral.models import User
+from referral.errors import Forbidden, TooManyRequests, Unauthorized, problem_response
+from referral.models import AuthSession, RecoveryCode, User
+from referral.models.base import utcnow
 from referral.routing import ProblemRoute
 
 router = APIRouter(prefix="/auth", tags=["auth"], route_class=ProblemRoute)
@@ -43,9 +51,56 @@ async def sign_in(
     session: SessionDep,
     username: Annotated[str, Form(min_length=1, max_length=64)],
     password: Annotated[str, Form(min_length=MIN_LENGTH, max_length=MAX_LENGTH)],
+    totp_code: Annotated[str | None, Form(max_length=8)] = None,
+    recovery_code: Annotated[str | None, Form(max_length=20)] = None,
 ) -> TokenPair | JSONResponse:
     settings = request.app.state.settings
-    outcome = await service.sign_in(session, settings, username, password)
+    second_factor = service.SecondFactor(
+        ring=request.app.state.case_keys.ring,
+        required_roles=frozenset(request.app.state.access_policy.second_factor.required_for),
+        totp_code=totp_code,
+        recovery_code=recovery_code,
+    )
+    outcome = await service.sign_in(session, settings, username, password, second_factor)
+    if isinstance(outcome, service.EnrolmentRequired):
+        audit.record(
+            session,
+            request,
+            action="auth.login",
+            outcome="denied",
+            resource_type="account",
+            resource_ids=[outcome.user.id],
+            status_code=403,
+            purpose="second_factor_enrolment",
+        )
+        return problem_response(
+            403,
+            instance=request.url.path,
+            slug="second-factor-enrolment-required",
+            title="Second factor enrolment required",
+            detail="Your role needs a second factor. Use enrolment_token with "
+            "/api/v1/auth/second-factor/enrolment, then confirm a code.",
+            extra={"enrolment_token": outcome.token.token, "expires_in": 600},
+        )
+    if isinstance(outcome, service.SecondFactorRequired):
+        audit.record(
+            session,
+            request,
+            action="auth.login",
+            outcome="denied",
+            resource_type="account",
+            resource_ids=[outcome.user_id],
+            status_code=401,
+            purpose="second_factor_missing",
+        )
+        return problem_response(
+            401,
+            instance=request.url.path,
+            slug="second-factor-required",
+            title="Second factor required",
+            detail="Send totp_code (or a recovery_code) with your password.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if isinstance(outcome, service.Locked):
         raise TooManyRequests(
             "Too many failed sign-ins for this account; try again later.",
@@ -161,3 +216,71 @@ async def me(
         agency=access.actor.agency,
         municipality_id=user.municipality_id,
     )
+
+
+# --- second factor enrolment (authenticated by the enrolment token, not an access token) ---
+
+
+async def _enrolling_user(request: Request, session) -> User:
+    header = request.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    try:
+        claims = tokens.decode(request.app.state.settings, token, expected_type=tokens.ENROL)
+    except tokens.InvalidToken as exc:
+        raise Unauthorized("An enrolment token from sign-in is required.") from exc
+    user = await session.get(User, claims.subject)
+    if user is None or not user.is_active or user.totp_enabled_at is not None:
+        raise Unauthorized("The enrolment token is not valid.")
+    return user
+
+
+@router.post("/second-factor/enrolment", summary="Start enrolling an authenticator app")
+async def start_enrolment(request: Request, session: SessionDep) -> dict:
+    user = await _enrolling_user(request, session)
+    secret = totp.new_secret()
+    totp.seal_secret(request.app.state.case_keys.ring, user, secret)
+    session.add(user)
+    audit.record(
+        session,
+        request,
+        action="auth.second_factor_start",
+        resource_type="account",
+        resource_ids=[user.id],
+        actor=None,
+        fields=["totp_secret"],
+    )
+    issuer = request.app.state.access_policy.second_factor.issuer
+    return {
+        "secret": secret,
+        "provisioning_uri": totp.provisioning_uri(secret, user.username, issuer),
+    }
+
+
+@router.post("/second-factor/confirm", summary="Confirm a code: enables the second factor")
+async def confirm_enrolment(request: Request, session: SessionDep, body: CodeIn) -> dict:
+    user = await _enrolling_user(request, session)
+    secret = totp.secret_of(request.app.state.case_keys.ring, user)
+    step = totp.matching_step(secret, body.code, None) if secret else None
+    if step is None:
+        raise Forbidden("That code does not match the authenticator's secret.")
+    codes = totp.new_recovery_codes()
+    user.totp_enabled_at = utcnow()
+    user.totp_last_step = step
+    session.add(user)
+    session.add_all([RecoveryCode(user_id=user.id, code_hash=totp.recovery_hash(c)) for c in codes])
+    settings = request.app.state.settings
+    auth_session = AuthSession(
+        user_id=user.id, expires_at=utcnow() + timedelta(hours=settings.refresh_token_hours)
+    )
+    session.add(auth_session)
+    await session.flush()
+    pair = await service.issue_pair(session, settings, user.id, auth_session.id)
+    audit.record(
+        session,
+        request,
+        action="auth.second_factor_enabled",
+        resource_type="account",
+        resource_ids=[user.id],
+        fields=["totp_enabled_at", "recovery_codes"],
+    )
+    return {"recovery_codes": codes, **_pair(settings, pair).model_dump()}

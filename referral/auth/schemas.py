@@ -47,3 +47,7 @@ class AccountPublic(BaseModel):
     organisation_id: uuid.UUID
     agency: str
     municipality_id: uuid.UUID | None
+
+
+class CodeIn(StrictRequest):
+    code: str = Field(min_length=6, max_length=8)

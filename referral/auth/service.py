@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from referral.auth import passwords, tokens
 from referral.config import Settings
 from referral.models import AuthSession, LoginThrottle, Organisation, RefreshToken, User
-from referral.models.base import utcnow
+from referral.models.base import utcnow, uuid7
 
 
 def normalise_username(username: str) -> str:
@@ -39,6 +39,19 @@ class TokenPairData:
 class Rejected:
     user_id: uuid.UUID | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentRequired:
+    """Password right, but the role needs a second factor the account has not enrolled."""
+
+    user: User
+    token: tokens.IssuedToken
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorRequired:
+    user_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +97,12 @@ async def _count_failure(session: AsyncSession, settings: Settings, key: str) ->
 
 
 async def sign_in(
-    session: AsyncSession, settings: Settings, username: str, password: str
-) -> SignedIn | Rejected | Locked:
+    session: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    second_factor: SecondFactor | None = None,
+) -> SignedIn | Rejected | Locked | EnrolmentRequired | SecondFactorRequired:
     username = normalise_username(username)
     key = _throttle_key(username)
     user = (
@@ -107,6 +124,21 @@ async def sign_in(
         reason = "inactive_account" if ok and user is not None else "bad_credentials"
         return Rejected(user_id, reason)
 
+    if second_factor is not None:
+        check = await second_factor.check(session, user)
+        if check == "enrol":
+            return EnrolmentRequired(
+                user,
+                tokens.issue(
+                    settings, subject=user.id, session_id=uuid7(), token_type=tokens.ENROL
+                ),
+            )
+        if check == "missing":
+            return SecondFactorRequired(user.id)
+        if check == "wrong":
+            await _count_failure(session, settings, key)
+            return Rejected(user.id, "bad_second_factor")
+
     throttle = await session.get(LoginThrottle, key)
     if throttle is not None:
         await session.delete(throttle)
@@ -119,11 +151,11 @@ async def sign_in(
     )
     session.add(auth_session)
     await session.flush()
-    pair = await _issue_pair(session, settings, user.id, auth_session.id)
+    pair = await issue_pair(session, settings, user.id, auth_session.id)
     return SignedIn(user, pair)
 
 
-async def _issue_pair(
+async def issue_pair(
     session: AsyncSession, settings: Settings, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> TokenPairData:
     access = tokens.issue(
@@ -142,6 +174,55 @@ async def _issue_pair(
     )
     await session.flush()
     return TokenPairData(access, refresh)
+
+
+@dataclass
+class SecondFactor:
+    """What the sign-in form brought for the second factor, and the rules that apply."""
+
+    ring: object
+    required_roles: frozenset[str]
+    totp_code: str | None = None
+    recovery_code: str | None = None
+
+    async def check(self, session: AsyncSession, user: User) -> str:
+        """ok | enrol | missing | wrong. Marks a used code or recovery code as spent."""
+        from referral.auth import totp
+        from referral.models import RecoveryCode
+
+        if user.totp_enabled_at is None:
+            return "enrol" if user.role in self.required_roles else "ok"
+        if self.recovery_code:
+            spent = (
+                await session.exec(
+                    select(RecoveryCode).where(
+                        RecoveryCode.user_id == user.id,
+                        RecoveryCode.code_hash == totp.recovery_hash(self.recovery_code),
+                        col(RecoveryCode.used_at).is_(None),
+                    )
+                )
+            ).first()
+            if spent is None:
+                return "wrong"
+            spent.used_at = utcnow()
+            session.add(spent)
+            return "ok"
+        if not self.totp_code:
+            return "missing"
+        secret = totp.secret_of(self.ring, user)
+        step = totp.matching_step(secret, self.totp_code, user.totp_last_step) if secret else None
+        if step is None:
+            return "wrong"
+        # conditional: of two sign-ins racing with one code, only one moves the step
+        moved = await session.exec(
+            update(User)
+            .where(
+                col(User.id) == user.id,
+                (col(User.totp_last_step).is_(None)) | (col(User.totp_last_step) < step),
+            )
+            .values(totp_last_step=step)
+        )
+        return "ok" if moved.rowcount == 1 else "wrong"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +286,7 @@ async def refresh(
         or auth_session.expires_at <= now
     ):
         return RefreshRefused(user.id, auth_session.id, "session_ended")
-    pair = await _issue_pair(session, settings, user.id, auth_session.id)
+    pair = await issue_pair(session, settings, user.id, auth_session.id)
     return Refreshed(user.id, auth_session.id, pair)
 
 

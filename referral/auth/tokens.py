@@ -21,6 +21,7 @@ ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti", "typ")
 ACCESS = "access"
 REFRESH = "refresh"
+ENROL = "enrol"  # good only for enrolling a second factor
 
 
 class InvalidToken(Exception):
@@ -47,11 +48,10 @@ def issue(
     settings: Settings, *, subject: uuid.UUID, session_id: uuid.UUID, token_type: str
 ) -> IssuedToken:
     now = utcnow()
-    lifetime = (
-        timedelta(minutes=settings.access_token_minutes)
-        if token_type == ACCESS
-        else timedelta(hours=settings.refresh_token_hours)
-    )
+    lifetime = {
+        ACCESS: timedelta(minutes=settings.access_token_minutes),
+        ENROL: timedelta(minutes=10),
+    }.get(token_type, timedelta(hours=settings.refresh_token_hours))
     expires_at = now + lifetime
     token_id = uuid7()
     claims: dict[str, Any] = {

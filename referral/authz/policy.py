@@ -88,6 +88,11 @@ class BreakGlassPolicy(_Frozen):
         return self
 
 
+class SecondFactorPolicy(_Frozen):
+    required_for: frozenset[Role]
+    issuer: str
+
+
 class RolePolicy(_Frozen):
     national: bool
     grants: dict[str, Grant]
@@ -100,6 +105,7 @@ class SectionRule(_Frozen):
 class AccessPolicy(_Frozen):
     version: int
     common: dict[str, Grant]
+    second_factor: SecondFactorPolicy
     break_glass: BreakGlassPolicy
     sections: dict[Section, SectionRule]
     agency_sections: dict[Agency, Section]

@@ -15,7 +15,8 @@ from datetime import date
 
 from sqlmodel import select
 
-from referral.auth import passwords
+from referral.auth import passwords, totp
+from referral.authz.policy import load_access_policy
 from referral.bootstrap import national_admin_organisation
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
@@ -23,6 +24,7 @@ from referral.config import Environment, Settings
 from referral.db import create_engine, create_sessionmaker
 from referral.demo.cases import seed_demo_cases
 from referral.models import Municipality, Organisation, User
+from referral.models.base import utcnow
 from referral.models.enums import Agency, Role
 from referral.stats.disclosure import GateFailure
 from referral.stats.policy import load_reporting_policy
@@ -101,7 +103,10 @@ async def seed_demo(settings: Settings) -> str:
                 if logins_file.exists():
                     return logins_file.read_text()
                 return "demo data already present (var/demo-logins.txt is gone)"
-            logins = await _seed(session, _case_keys(settings))
+            required = load_access_policy(
+                settings.policies_dir / "access.yaml"
+            ).second_factor.required_for
+            logins = await _seed(session, _case_keys(settings), frozenset(required))
             await _first_snapshot(session, settings)
     finally:
         await engine.dispose()
@@ -113,7 +118,9 @@ async def seed_demo(settings: Settings) -> str:
     return text
 
 
-async def _seed(session, keys: CaseKeys) -> list[tuple[str, str, str]]:
+async def _seed(
+    session, keys: CaseKeys, second_factor_roles: frozenset[str]
+) -> list[tuple[str, str, str, str]]:
     rng = random.Random(20261121)  # the same demo world on every machine
     by_code: dict[str, Municipality] = {}
     for region, names in MUNICIPALITIES.items():
@@ -123,7 +130,7 @@ async def _seed(session, keys: CaseKeys) -> list[tuple[str, str, str]]:
             by_code[municipality.code] = municipality
     await session.flush()
 
-    logins: list[tuple[str, str, str]] = []
+    logins: list[tuple[str, str, str, str]] = []
 
     async def add_user(
         username: str, role: Role, organisation: Organisation, municipality: Municipality | None
@@ -137,8 +144,13 @@ async def _seed(session, keys: CaseKeys) -> list[tuple[str, str, str]]:
             municipality_id=municipality.id if municipality else None,
             password_hash=await passwords.hash_password(password),
         )
+        secret = "-"  # noqa: S105 - "no second factor" in the printed table
+        if role in second_factor_roles:  # enrolled: add the secret to an authenticator app
+            secret = totp.new_secret()
+            totp.seal_secret(keys.ring, user, secret)
+            user.totp_enabled_at = utcnow()
         session.add(user)
-        logins.append((username, role.value, password))
+        logins.append((username, role.value, password, secret))
         return user
 
     for code in DEMO_MUNICIPALITIES:
@@ -204,10 +216,11 @@ async def _seed(session, keys: CaseKeys) -> list[tuple[str, str, str]]:
     return logins
 
 
-def _format_logins(logins: list[tuple[str, str, str]]) -> str:
+def _format_logins(logins: list[tuple[str, str, str, str]]) -> str:
     lines = [
         "Demo logins (synthetic development data; kept in var/demo-logins.txt, mode 0600):",
-        f"  {'username':<34} {'role':<18} password",
+        "TOTP secrets go into an authenticator app (or: oathtool --totp -b SECRET).",
+        f"  {'username':<34} {'role':<18} {'password':<24} totp secret",
     ]
-    lines += [f"  {u:<34} {r:<18} {p}" for u, r, p in logins]
+    lines += [f"  {u:<34} {r:<18} {p:<24} {t}" for u, r, p, t in logins]
     return "\n".join(lines) + "\n"

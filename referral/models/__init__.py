@@ -18,7 +18,7 @@ from referral.models.case import (
 from referral.models.directory import Municipality, Organisation
 from referral.models.panel import PanelDecision, PanelMeeting
 from referral.models.stats import StatsCell, StatsSnapshot
-from referral.models.user import User
+from referral.models.user import RecoveryCode, User
 
 __all__ = [
     "AuditChainHead",
@@ -39,6 +39,7 @@ __all__ = [
     "Organisation",
     "PanelDecision",
     "PanelMeeting",
+    "RecoveryCode",
     "RefreshToken",
     "StatsCell",
     "StatsSnapshot",
