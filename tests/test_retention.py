@@ -259,9 +259,62 @@ async def test_export_holds_everything_about_the_subject_and_nobody_else(isolate
             "summary": "Assessment for export",
         },
     )
+    meeting = (
+        await client.post(
+            "/api/v1/panel-meetings",
+            headers=town.coordinator.headers,
+            json={"meeting_date": date.today().isoformat(), "attendance": ["education"]},
+        )
+    ).json()
+    await client.post(
+        f"/api/v1/panel-meetings/{meeting['id']}/decisions",
+        headers=town.coordinator.headers,
+        json={"case_id": mine, "decision": "adopt", "rationale": "Decision rationale for export"},
+    )
+    await force_state(app, mine, "consent_pending")
+    await client.post(
+        f"/api/v1/cases/{mine}/consents",
+        headers=town.coordinator.headers,
+        json={
+            "given_by": "guardian",
+            "guardian_name": "Kujdestarja Eksport",
+            "scope": ["mentoring"],
+            "given_on": date.today().isoformat(),
+        },
+    )
+    await client.put(
+        f"/api/v1/cases/{mine}/plan",
+        json={"goals": "Plan goals for export"},
+        headers={
+            **town.coordinator.headers,
+            "If-Match": await etag(client, town.coordinator, mine),
+        },
+    )
+    await client.post(
+        f"/api/v1/cases/{mine}/interventions",
+        headers=town.coordinator.headers,
+        json={"type": "mentoring", "agency": "civil_society"},
+    )
+    await force_state(app, mine, "support")
+    await client.post(
+        f"/api/v1/cases/{mine}/reviews",
+        headers=town.coordinator.headers,
+        json={"due_on": date.today().isoformat()},
+    )
     exported = await client.get(f"/api/v1/cases/{mine}/export", headers=town.coordinator.headers)
     assert exported.status_code == 200, exported.text
     text = json.dumps(exported.json())
+    body = exported.json()["case"]
+    assert len(body["panel_decisions"]) == 1
+    assert len(body["consents"]) == 1
+    assert len(body["interventions"]) == 1
+    assert [r["kind"] for r in body["reviews"]] == ["plan"]
+    for expected in (
+        "Decision rationale for export",
+        "Kujdestarja Eksport",
+        "Plan goals for export",
+    ):
+        assert expected in text, expected
     for expected in (
         "Eksportueshme",
         "Subjekti",
