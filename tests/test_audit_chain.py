@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,31 +14,23 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import select
 
-from referral import migrate
 from referral.audit import chain
-from referral.config import SECRET_FIELDS
 from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
 from tests.case_world import make_town, new_case
 from tests.databases import ScratchDatabase, postgres_server_url
+from tests.helpers import cli_env, run_cli, scratch_app
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 12
 
 
 @pytest.fixture
 async def trail(settings, tmp_path):
     """A fresh database with a chain of EVENTS denied requests, and its own app."""
-    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "chain")
-    await asyncio.to_thread(migrate.upgrade, database.url)
-    app = create_app(settings.model_copy(update={"database_url": database.url}))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with scratch_app(settings, tmp_path, "chain") as (app, client, own, database):
         for _ in range(EVENTS):
             assert (await client.get("/api/v1/auth/me")).status_code == 401
-    yield app, database
-    await app.state.engine.dispose()
-    await asyncio.to_thread(database.drop)
+        yield app, database, own
 
 
 async def _attack(database: ScratchDatabase, *statements: str) -> None:
@@ -73,7 +61,7 @@ async def _head(app) -> chain.Checkpoint:
 
 
 async def test_an_untouched_trail_verifies(trail):
-    app, _ = trail
+    app, _, _ = trail
     result = await _verify(app, await _head(app))
     assert result.ok, result.reason
     assert result.checked == EVENTS
@@ -81,7 +69,7 @@ async def test_an_untouched_trail_verifies(trail):
 
 
 async def test_a_field_edited(trail):
-    app, database = trail
+    app, database, _ = trail
     await _attack(database, "UPDATE audit_event SET action = 'auth.login' WHERE seq = 5")
     result = await _verify(app)
     assert (result.ok, result.first_broken) == (False, 5)
@@ -89,7 +77,7 @@ async def test_a_field_edited(trail):
 
 
 async def test_a_row_deleted_from_the_middle(trail):
-    app, database = trail
+    app, database, _ = trail
     await _attack(database, "DELETE FROM audit_event WHERE seq = 7")
     result = await _verify(app)
     assert (result.ok, result.first_broken) == (False, 7)
@@ -97,7 +85,7 @@ async def test_a_row_deleted_from_the_middle(trail):
 
 
 async def test_two_rows_swapped(trail):
-    app, database = trail
+    app, database, _ = trail
     await _attack(
         database,
         "UPDATE audit_event SET seq = -1 WHERE seq = 4",
@@ -109,7 +97,7 @@ async def test_two_rows_swapped(trail):
 
 
 async def test_a_back_dated_row_inserted(trail):
-    app, database = trail
+    app, database, _ = trail
     async with app.state.sessionmaker() as session:
         original = (await session.exec(select(AuditEvent).where(AuditEvent.seq == 3))).one()
     # make room at 6 by moving the later rows up, then forge a plausible event there
@@ -125,7 +113,7 @@ async def test_a_back_dated_row_inserted(trail):
 
 
 async def test_the_tail_truncated_is_caught_against_a_checkpoint(trail):
-    app, database = trail
+    app, database, _ = trail
     checkpoint = await _head(app)
     async with app.state.sessionmaker() as session:
         ninth = (await session.exec(select(AuditEvent).where(AuditEvent.seq == 9))).one()
@@ -142,43 +130,22 @@ async def test_the_tail_truncated_is_caught_against_a_checkpoint(trail):
 
 
 async def test_the_tail_truncated_without_rewinding_the_head(trail):
-    app, database = trail
+    app, database, _ = trail
     await _attack(database, "DELETE FROM audit_event WHERE seq > 10")
     result = await _verify(app)
     assert (result.ok, result.first_broken) == (False, 11)
 
 
-def _cli_env(settings, database: ScratchDatabase) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
-    env.update(
-        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
-    )
-    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=database.url)
-    return env
-
-
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "referral.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
-async def test_cli_checkpoint_and_verify(trail, settings, tmp_path):
-    _, database = trail
-    env = _cli_env(settings, database)
-    printed = await asyncio.to_thread(_run, ["audit", "checkpoint"], env)
+async def test_cli_checkpoint_and_verify(trail, tmp_path):
+    _, database, own = trail
+    env = cli_env(own, database.url)
+    printed = await asyncio.to_thread(run_cli, env, "audit", "checkpoint")
     assert printed.returncode == 0, printed.stderr
     head = json.loads(printed.stdout)
     assert head["seq"] == EVENTS
     saved = tmp_path / "checkpoint.json"
     saved.write_text(printed.stdout)
-    ok = await asyncio.to_thread(_run, ["audit", "verify", "--checkpoint", str(saved)], env)
+    ok = await asyncio.to_thread(run_cli, env, "audit", "verify", "--checkpoint", str(saved))
     assert ok.returncode == 0, ok.stderr
     assert f"OK: {EVENTS} events verified" in ok.stdout
     assert "verifying" in ok.stderr  # the progress bar
@@ -188,7 +155,7 @@ async def test_cli_checkpoint_and_verify(trail, settings, tmp_path):
         "DELETE FROM audit_event WHERE seq > 8",
         "UPDATE audit_chain_head SET seq = 8, hash = (SELECT hash FROM audit_event WHERE seq = 8)",
     )
-    broken = await asyncio.to_thread(_run, ["audit", "verify", "--checkpoint", str(saved)], env)
+    broken = await asyncio.to_thread(run_cli, env, "audit", "verify", "--checkpoint", str(saved))
     assert broken.returncode == 1
     assert "BROKEN at event 9" in broken.stderr
 

@@ -7,7 +7,6 @@ import os
 import secrets
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,13 @@ from referral.models import CaseFile, Municipality, Organisation, User
 from referral.models.enums import Agency, Role
 from tests.case_world import HAPPY_PATH
 from tests.conftest import enrol
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "referral.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    return run_cli({**os.environ, **env}, *args, stdin=stdin)
 
 
 def _env(url: str) -> dict[str, str]:

@@ -4,11 +4,8 @@ copied elsewhere does not; an interrupted rotation resumes."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,28 +13,20 @@ from pydantic import SecretStr
 from sqlalchemy import update
 from sqlmodel import select
 
-from referral import migrate
-from referral.config import SECRET_FIELDS
 from referral.crypto import CryptoError, generate_key_entry, open_field
 from referral.main import create_app
 from referral.models import CaseFile
 from referral.retention.keys import SEALED_MODELS, rotate, sealed_columns
 from tests.case_world import etag, force_state, move, new_case, referral_body
 from tests.conftest import World
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import cli_env, run_cli, scratch_app
 
 
 @pytest.fixture
 async def sealed(settings, tmp_path):
     from tests.case_world import make_town
-    from tests.databases import ScratchDatabase
 
-    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "keys")
-    await asyncio.to_thread(migrate.upgrade, database.url)
-    app = create_app(settings.model_copy(update={"database_url": database.url}))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with scratch_app(settings, tmp_path, "keys") as (app, client, own, _):
         town = await make_town(client, World(app))
         cases = []
         for name in ("Rrotullueshme", "Tjetra"):
@@ -66,9 +55,7 @@ async def sealed(settings, tmp_path):
                 },
             )
             cases.append(case_id)
-        yield app, settings.model_copy(update={"database_url": database.url}), town, cases
-    await app.state.engine.dispose()
-    await asyncio.to_thread(database.drop)
+        yield app, own, town, cases
 
 
 async def _versions(app) -> set[str]:
@@ -84,24 +71,7 @@ async def _versions(app) -> set[str]:
 
 
 def _cli(settings, data_keys: str, *args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
-    env.update(
-        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
-    )
-    env.update(
-        REFERRAL_ENV="production",
-        REFERRAL_DATABASE_URL=settings.database_url,
-        REFERRAL_DATA_KEYS=data_keys,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "referral.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(cli_env(settings, settings.database_url, REFERRAL_DATA_KEYS=data_keys), *args)
 
 
 async def test_rotate_then_remove_the_old_key(sealed):

@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import date, timedelta
-from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from referral import migrate
-from referral.config import SECRET_FIELDS
-from referral.main import create_app
 from referral.models import AuditEvent, CaseFile, StatsCell
 from referral.models.base import utcnow
 from tests.case_world import etag, force_state, make_town, move, new_case, referral_body
 from tests.conftest import World
-from tests.databases import ScratchDatabase
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import cli_env, run_cli, scratch_app
 
 
 @pytest.fixture
 async def isolated(settings, tmp_path):
     """An app on a database of its own, so 'exactly these cases' means exactly."""
-    database = await asyncio.to_thread(ScratchDatabase.create, tmp_path, "retention")
-    await asyncio.to_thread(migrate.upgrade, database.url)
-    app = create_app(settings.model_copy(update={"database_url": database.url}))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with scratch_app(settings, tmp_path, "retention") as (app, client, own, database):
         town = await make_town(client, World(app))
-        yield app, client, town, database
-    await app.state.engine.dispose()
-    await asyncio.to_thread(database.drop)
+        yield app, client, town, database, own
 
 
 async def _closed(app, client, town, name: str, days_ago: int, assessed: bool) -> str:
@@ -83,25 +68,12 @@ async def _snapshot(app) -> list[tuple]:
     return [(c.measure, c.table_key, c.period, c.area, tuple(c.categories), c.value) for c in cells]
 
 
-def _cli(settings, database, *args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
-    env.update(
-        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
-    )
-    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=database.url)
-    return subprocess.run(
-        [sys.executable, "-m", "referral.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+def _cli(settings, *args) -> subprocess.CompletedProcess:
+    return run_cli(cli_env(settings, settings.database_url), *args)
 
 
-async def test_retention_removes_exactly_what_the_policy_says(isolated, settings):
-    app, client, town, database = isolated
+async def test_retention_removes_exactly_what_the_policy_says(isolated):
+    app, client, town, _, settings = isolated
     due_short = await _closed(app, client, town, "Skadueshme", 400, assessed=False)  # > 365
     kept_short = await _closed(app, client, town, "Ruajtur", 100, assessed=False)
     kept_long = await _closed(app, client, town, "Vlerësuar", 400, assessed=True)  # < 2190
@@ -119,14 +91,14 @@ async def test_retention_removes_exactly_what_the_policy_says(isolated, settings
     open_case = await new_case(client, town.referrer, referral_body(given="Hapur"))
     before = await _snapshot(app)
 
-    dry = await asyncio.to_thread(_cli, settings, database, "retention", "run")
+    dry = await asyncio.to_thread(_cli, settings, "retention", "run")
     assert dry.returncode == 0, dry.stderr
     assert {due_short, due_long} == {
         line.split()[3] for line in dry.stdout.splitlines() if line.startswith("would purge")
     }
     assert await _name(client, town, due_short) == "Skadueshme"  # a dry run changes nothing
 
-    applied = await asyncio.to_thread(_cli, settings, database, "retention", "run", "--apply")
+    applied = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
     assert applied.returncode == 0, applied.stderr
     assert "2 case(s) purged" in applied.stdout
     for case_id in (due_short, due_long):
@@ -152,12 +124,12 @@ async def test_retention_removes_exactly_what_the_policy_says(isolated, settings
             await s.exec(select(AuditEvent).where(AuditEvent.action == "retention.purge"))
         ).all()
     assert sorted(e.resource_ids[0] for e in purges) == sorted([due_short, due_long])
-    again = await asyncio.to_thread(_cli, settings, database, "retention", "run", "--apply")
+    again = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
     assert "0 case(s) purged" in again.stdout
 
 
 async def test_legal_hold_blocks_erasure_until_lifted(isolated):
-    app, client, town, _ = isolated
+    app, client, town, _, _ = isolated
     case_id = await _closed(app, client, town, "Ruajtshme", 10, assessed=True)
     url = f"/api/v1/cases/{case_id}"
     headers = town.coordinator.headers
@@ -206,7 +178,7 @@ async def test_legal_hold_blocks_erasure_until_lifted(isolated):
 
 
 async def test_an_open_case_is_not_erased(isolated):
-    _, client, town, _ = isolated
+    _, client, town, _, _ = isolated
     case_id = await new_case(client, town.referrer)
     response = await client.post(
         f"/api/v1/cases/{case_id}/erase",
@@ -220,7 +192,7 @@ async def test_an_open_case_is_not_erased(isolated):
 
 
 async def test_export_holds_everything_about_the_subject_and_nobody_else(isolated):
-    app, client, town, _ = isolated
+    app, client, town, _, _ = isolated
     mine = await new_case(
         client,
         town.referrer,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import random
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from sqlmodel import func, select
 from referral.models import AuditEvent, Municipality, StatsCell, StatsSnapshot, User
 from referral.models.enums import Agency, Role
 from tests.case_world import make_town
+from tests.helpers import cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date.today()
@@ -328,22 +328,7 @@ async def test_a_late_record_changes_only_the_next_snapshot(app, client, stats_w
 
 
 def test_cli_snapshot(settings, test_db):
-    from referral.config import SECRET_FIELDS
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
-    env.update(
-        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
-    )
-    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=test_db.url)
-    result = subprocess.run(
-        [sys.executable, "-m", "referral.cli", "stats", "snapshot"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    result = run_cli(cli_env(settings, test_db.url), "stats", "snapshot")
     assert result.returncode == 0, result.stderr
     assert "cells" in result.stdout
 
