@@ -101,6 +101,7 @@ async def test_retention_removes_exactly_what_the_policy_says(isolated):
     applied = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
     assert applied.returncode == 0, applied.stderr
     assert "2 case(s) purged" in applied.stdout
+    assert "purging" in applied.stderr  # the progress bar
     for case_id in (due_short, due_long):
         seen = (
             await client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
