@@ -64,6 +64,7 @@ def record(session: AsyncSession, request: Request, **kwargs: object) -> None:
 
 async def record_denied(request: Request, status_code: int, reason: str) -> None:
     """Write a denied attempt in its own transaction; never lets a failure hide the denial."""
+    # imported here: authz.dependencies -> db -> audit would be a cycle at import time
     from referral.authz.dependencies import route_permission
 
     route = request.scope.get("route")

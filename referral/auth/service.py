@@ -13,9 +13,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.auth import passwords, tokens
+from referral.auth import passwords, tokens, totp
 from referral.config import Settings
-from referral.models import AuthSession, LoginThrottle, Organisation, RefreshToken, User
+from referral.crypto import KeyRing
+from referral.models import (
+    AuthSession,
+    LoginThrottle,
+    Organisation,
+    RecoveryCode,
+    RefreshToken,
+    User,
+)
 from referral.models.base import utcnow, uuid7
 
 
@@ -180,16 +188,13 @@ async def issue_pair(
 class SecondFactor:
     """What the sign-in form brought for the second factor, and the rules that apply."""
 
-    ring: object
+    ring: KeyRing
     required_roles: frozenset[str]
     totp_code: str | None = None
     recovery_code: str | None = None
 
     async def check(self, session: AsyncSession, user: User) -> str:
         """ok | enrol | missing | wrong. Marks a used code or recovery code as spent."""
-        from referral.auth import totp
-        from referral.models import RecoveryCode
-
         if user.totp_enabled_at is None:
             return "enrol" if user.role in self.required_roles else "ok"
         if self.recovery_code:

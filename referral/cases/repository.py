@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.authz.dependencies import Access
-from referral.errors import NotFound
+from referral.errors import NotFound, PreconditionFailed
 from referral.models import (
     CaseAssessment,
     CaseConsent,
@@ -67,8 +67,6 @@ async def touch_case(
     Every write to a case or its parts goes through here, so writers serialise on the case
     row and each response can carry the case's new ETag.
     """
-    from referral.errors import PreconditionFailed
-
     stmt = update(CaseFile).where(col(CaseFile.id) == case.id)
     if expected_version is not None:
         stmt = stmt.where(col(CaseFile.version) == expected_version)

@@ -35,7 +35,7 @@ from referral.cases.schemas import (
 )
 from referral.cases.workflow import Workflow
 from referral.crypto import KeyRing, blind_index, open_field, seal_field
-from referral.errors import Conflict, Forbidden, invalid_field
+from referral.errors import Conflict, Forbidden, PreconditionFailed, invalid_field
 from referral.models import (
     CaseAssessment,
     CaseConsent,
@@ -484,8 +484,6 @@ async def withdraw_consent(
 
 
 def _check_part_version(part, expected_version: int) -> None:
-    from referral.errors import PreconditionFailed
-
     if part.version != expected_version:
         raise PreconditionFailed("The record was changed by someone else; read it again.")
 
