@@ -29,10 +29,14 @@ test: $(STAMP)
 		$(BIN)/pytest -q; \
 	fi
 
+## lint: style, Dockerfile, security smells (bandit) and known-vulnerable dependencies
+## (pip-audit). Accepted findings and their reasons: docs/security-findings.md
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check referral tests migrations/env.py
+	$(BIN)/ruff format --check referral tests migrations/env.py bench
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/bandit -q -c pyproject.toml -r referral migrations bench
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 migrate: $(STAMP)
 	$(BIN)/referral db upgrade

@@ -115,13 +115,40 @@ _TITLES = {
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
     409: ("conflict", "Conflict"),
+    412: ("precondition-failed", "The resource has changed"),
     413: ("payload-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation-error", "The request is not valid"),
+    428: ("precondition-required", "If-Match header required"),
     429: ("too-many-requests", "Too many requests"),
     500: ("internal-error", "Internal server error"),
     503: ("service-unavailable", "Service unavailable"),
 }
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries: each status answered with application/problem+json."""
+    return {
+        status: {
+            "description": _TITLES[status][1],
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
 
 
 def problem_body(

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
-from referral.errors import UnsupportedMediaType
+from referral.errors import UnsupportedMediaType, problem_responses
 
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -33,7 +33,30 @@ def _is_json(media_type: str) -> bool:
     )
 
 
+# What any API route may answer: bad or unauthenticated requests, denials, a body too
+# large or of the wrong type, validation, rate limits and a busy database.
+ALWAYS = (400, 401, 403, 413, 415, 422, 429, 503)
+# What a route that names a resource, or changes one, may answer besides.
+ADDRESSED = (404,)
+CHANGING = (404, 409, 412, 428)
+
+
 class ProblemRoute(APIRoute):
+    """Refuses the wrong media type with 415; documents its problem+json error answers."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = set(kwargs.get("methods") or ())
+        statuses = set(ALWAYS)
+        if "{" in path:
+            statuses.update(ADDRESSED)
+        if methods - {"GET", "HEAD"}:
+            statuses.update(CHANGING)
+        kwargs["responses"] = {
+            **problem_responses(*sorted(statuses)),
+            **(kwargs.get("responses") or {}),
+        }
+        super().__init__(path, endpoint, **kwargs)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None:

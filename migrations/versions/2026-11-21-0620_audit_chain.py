@@ -56,8 +56,10 @@ def upgrade() -> None:
     # The chain starts after any events written before it existed (development databases);
     # `referral audit verify` reports those as unchained.
     op.execute(
-        "INSERT INTO audit_chain_head (id, seq, hash) "
-        f"SELECT 1, COALESCE(MAX(seq), 0), '{GENESIS}' FROM audit_event"
+        sa.text(
+            "INSERT INTO audit_chain_head (id, seq, hash) "
+            "SELECT 1, COALESCE(MAX(seq), 0), :genesis FROM audit_event"
+        ).bindparams(genesis=GENESIS)
     )
     install_append_only()
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from referral.errors import ServiceUnavailable
+from referral.errors import ServiceUnavailable, problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +17,11 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database reachable and migrated to head")
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable and migrated to head",
+    responses=problem_responses(503),
+)
 async def readyz(request: Request) -> dict[str, str]:
     expected: str = request.app.state.migration_head
     try:

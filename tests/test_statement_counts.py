@@ -1,0 +1,80 @@
+"""No N+1: the SQL statements a request makes must not grow with the rows it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from referral.models.enums import Role
+from tests.case_world import make_town, new_case
+from tests.conftest import bearer, login
+
+
+@contextmanager
+def counting(app) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def _statements(app, client, url: str, headers: dict) -> tuple[int, list[str]]:
+    with counting(app) as statements:
+        response = await client.get(url, headers=headers)
+    assert response.status_code == 200, response.text
+    return len(statements), statements
+
+
+@pytest.fixture
+async def town(client, world):
+    return await make_town(client, world)
+
+
+async def test_case_list_statement_count_does_not_grow_with_the_page(app, client, town):
+    coordinator = town.coordinator.headers
+    for _ in range(2):
+        await new_case(client, town.referrer)
+    small, _ = await _statements(app, client, "/api/v1/cases?limit=50", coordinator)
+    for _ in range(20):
+        await new_case(client, town.referrer)
+    large, statements = await _statements(app, client, "/api/v1/cases?limit=50", coordinator)
+    page = (await client.get("/api/v1/cases?limit=50", headers=coordinator)).json()["items"]
+    assert len(page) == 22
+    assert large == small, statements
+    assert large <= 8, statements
+
+
+async def test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes(app, client, town):
+    coordinator = town.coordinator.headers
+    case_id = await new_case(client, town.referrer)
+    note = {"section": "general", "body": "Synthetic note for counting statements."}
+    url = f"/api/v1/cases/{case_id}/notes"
+    assert (await client.post(url, json=note, headers=coordinator)).status_code == 201
+    detail_one, _ = await _statements(app, client, f"/api/v1/cases/{case_id}", coordinator)
+    notes_one, _ = await _statements(app, client, url, coordinator)
+    for _ in range(12):
+        assert (await client.post(url, json=note, headers=coordinator)).status_code == 201
+    detail_many, detail = await _statements(app, client, f"/api/v1/cases/{case_id}", coordinator)
+    notes_many, notes = await _statements(app, client, url, coordinator)
+    assert len((await client.get(url, headers=coordinator)).json()) == 13
+    assert detail_many == detail_one, detail
+    assert notes_many == notes_one, notes
+
+
+async def test_audit_search_statement_count_does_not_grow_with_the_page(app, client, world, town):
+    auditor = bearer(await login(client, await world.account(Role.auditor)))
+    for _ in range(3):
+        await new_case(client, town.referrer)
+    small, _ = await _statements(app, client, "/api/v1/audit/events?limit=2", auditor)
+    large, statements = await _statements(app, client, "/api/v1/audit/events?limit=100", auditor)
+    assert large == small, statements
