@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,6 +37,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,
         pool_pre_ping=True,
+        # A database that does not answer a connection attempt is "unavailable" (503) in
+        # seconds, not after asyncpg's default minute.
+        connect_args={"timeout": settings.database_connect_timeout_seconds},
     )
 
 
@@ -56,15 +60,37 @@ def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    try:
-        async with _sessionmaker(request)() as session, session.begin():
-            yield session
-            # Fail closed: if the audit events cannot be chained, nothing commits.
-            await seal_pending(session, request.app.state.audit_key)
-    except PoolTimeout as exc:
-        raise ServiceUnavailable(
-            "The database is busy; try again shortly.", headers={"Retry-After": "2"}
-        ) from exc
+    async with _sessionmaker(request)() as session, session.begin():
+        yield session
+        # Fail closed: if the audit events cannot be chained, nothing commits.
+        await seal_pending(session, request.app.state.audit_key)
+
+
+# SQLSTATE class 08 is "connection exception"; 57P01-57P03 are a server shutting down,
+# crashed, or still starting up.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means "the database cannot be reached now", not a fault of ours."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PoolTimeout | ConnectionError | TimeoutError):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if str(getattr(seen, "sqlstate", "") or "").startswith(_UNAVAILABLE_STATES):
+            return True
+        if type(seen).__name__ == "ConnectionDoesNotExistError":  # asyncpg, connection lost
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def unavailable_error(exc: BaseException) -> ServiceUnavailable:
+    busy = isinstance(exc, PoolTimeout)
+    detail = "The database is busy" if busy else "The database is not reachable"
+    return ServiceUnavailable(f"{detail}; try again shortly.", headers={"Retry-After": "2"})
 
 
 # scope="function": commit happens before the response is sent, so a failed commit is an

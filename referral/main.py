@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from referral import api, audit, migrate
 from referral.auth import passwords
@@ -16,7 +18,12 @@ from referral.authz.policy import load_access_policy
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
 from referral.config import Settings, get_settings
-from referral.db import create_engine, create_sessionmaker
+from referral.db import (
+    create_engine,
+    create_sessionmaker,
+    database_unavailable,
+    unavailable_error,
+)
 from referral.errors import ProblemError, install_error_handlers
 from referral.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from referral.stats.policy import load_reporting_policy
@@ -70,11 +77,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.migration_head = migration_head(settings)
 
     install_error_handlers(app)
+    _install_database_unavailable(app)
     _install_denial_audit(app)
     api.mount(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _install_database_unavailable(app: FastAPI) -> None:
+    """A database that is down, restarting or out of connections is 503 with Retry-After."""
+    problem_handler = app.exception_handlers[ProblemError]
+    unexpected_handler = app.exception_handlers[Exception]
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            logger.warning("database unavailable on %s: %r", request.url.path, exc)
+            return await problem_handler(request, unavailable_error(exc))
+        return await unexpected_handler(request, exc)
+
+    for error in (DBAPIError, PoolTimeout, OSError):
+        app.add_exception_handler(error, unavailable)
 
 
 def _install_denial_audit(app: FastAPI) -> None:

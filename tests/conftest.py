@@ -28,6 +28,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database backend: {'postgresql' if postgres_server_url() else 'sqlite'}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On SQLite, PostgreSQL-only tests are deselected (they run in the PostgreSQL pass)."""
+    if postgres_server_url():
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres_only")]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     server = postgres_server_url()
     if server is None:

@@ -1,0 +1,259 @@
+"""Resilience on PostgreSQL: an exhausted pool, a database restart under load, SIGTERM.
+
+The served tests run `referral serve` (uvicorn, as in production) in a process of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from referral.audit import chain
+from referral.main import create_app
+from referral.models import AuditEvent, CaseFile, IdempotencyRecord
+from referral.models.enums import Agency, Role
+from tests.case_world import referral_body
+from tests.conftest import World, bearer, login
+from tests.helpers import cli_env
+from tests.proxy import DatabaseProxy
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.postgres_only
+
+
+@dataclass
+class Pair:
+    referrer_id: uuid.UUID
+    referrer: dict[str, str]
+    coordinator: dict[str, str]
+
+
+async def _pair(app) -> Pair:
+    world = World(app)
+    town = await world.municipality()
+    referrer = await world.account(Role.referrer, municipality=town)
+    coordinator = await world.account(
+        Role.coordinator, agency=Agency.municipality, municipality=town
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return Pair(
+            referrer.id,
+            bearer(await login(client, referrer)),
+            bearer(await login(client, coordinator)),
+        )
+
+
+def _is_problem_503(response: httpx.Response) -> bool:
+    return (
+        response.status_code == 503
+        and response.headers["content-type"] == "application/problem+json"
+        and int(response.headers["retry-after"]) > 0
+    )
+
+
+# --- the pool ---------------------------------------------------------------------------------
+
+
+async def test_exhausted_pool_answers_503_with_retry_after_within_two_seconds(settings):
+    app = create_app(settings.model_copy(update={"database_pool_size": 2}))
+    try:
+        pair = await _pair(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            held = [await app.state.engine.connect() for _ in range(2)]
+            try:
+                started = time.monotonic()
+                busy = await client.get("/api/v1/cases", headers=pair.coordinator)
+                waited = time.monotonic() - started
+                ready = await client.get("/readyz")
+            finally:
+                for connection in held:
+                    await connection.close()
+            assert _is_problem_503(busy), busy.text
+            assert waited < 2.0
+            assert ready.status_code == 503
+            assert (await client.get("/api/v1/cases", headers=pair.coordinator)).status_code == 200
+    finally:
+        await app.state.engine.dispose()
+
+
+# --- a database restart under load ---------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    kind: str
+    key: str
+    status: int
+    at: float
+    seconds: float
+
+
+async def _load(base_url: str, pair: Pair, created: list[str], outcomes: list[Outcome], stop):
+    async with httpx.AsyncClient(base_url=base_url, timeout=15) as client:
+        while not stop.is_set():
+            key = uuid.uuid4().hex
+            started = time.monotonic()
+            response = await client.post(
+                "/api/v1/referrals",
+                json=referral_body(),
+                headers={**pair.referrer, "Idempotency-Key": key},
+            )
+            outcomes.append(Outcome("intake", key, response.status_code, started, 0.0))
+            outcomes[-1].seconds = time.monotonic() - started
+            assert response.status_code in (201, 503), response.text
+            assert response.status_code == 201 or _is_problem_503(response)
+            if response.status_code == 201:
+                created.append(response.json()["id"])
+            if created:
+                started = time.monotonic()
+                read = await client.get(f"/api/v1/cases/{created[-1]}", headers=pair.coordinator)
+                outcomes.append(
+                    Outcome("read", "", read.status_code, started, time.monotonic() - started)
+                )
+                assert read.status_code == 200 or _is_problem_503(read), read.text
+
+
+async def test_database_restart_under_load_503_then_recovery_and_no_partial_writes(
+    app, settings, test_db, tmp_path
+):
+    pair = await _pair(app)
+    url = make_url(test_db.url)
+    proxy = DatabaseProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.up()
+    proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+    server = ServerProcess(["serve"], cli_env(settings, proxied), tmp_path / "server.log")
+    outcomes: list[Outcome] = []
+    created: list[str] = []
+    stop = asyncio.Event()
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        clients = [
+            asyncio.create_task(_load(server.base_url, pair, created, outcomes, stop))
+            for _ in range(6)
+        ]
+        await asyncio.sleep(1.5)
+        await proxy.down()
+        went_down = time.monotonic()
+        await asyncio.sleep(3)
+        came_back = time.monotonic()
+        await proxy.up()
+        await asyncio.sleep(5)
+        stop.set()
+        await asyncio.gather(*clients)
+        # The client retries the intakes that failed, with their keys: each lands exactly once.
+        failed = [o.key for o in outcomes if o.kind == "intake" and o.status == 503]
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=15) as client:
+            for key in failed:
+                retry = await client.post(
+                    "/api/v1/referrals",
+                    json=referral_body(),
+                    headers={**pair.referrer, "Idempotency-Key": key},
+                )
+                # A replayed key answers with the first outcome; a new body would be 409 and
+                # tells us the first attempt had in fact been stored.
+                assert retry.status_code in (201, 409), retry.text
+    finally:
+        stop.set()
+        await asyncio.to_thread(server.stop)
+        await proxy.down()
+
+    statuses = Counter((o.kind, o.status) for o in outcomes)
+    # Every request made wholly while the database was down failed cleanly.
+    during = [o for o in outcomes if went_down <= o.at and o.at + o.seconds < came_back]
+    assert during, statuses
+    assert all(o.status == 503 for o in during), statuses
+    assert max(o.seconds for o in outcomes) < 5, "a request hung while the database was down"
+    settled = [o for o in outcomes if o.at > came_back + 2]
+    assert settled, statuses
+    assert all(o.status in (200, 201) for o in settled), statuses
+    assert statuses[("intake", 201)] > 0
+    assert statuses[("read", 200)] > 0
+
+    keys = {o.key for o in outcomes if o.kind == "intake"}
+    async with app.state.sessionmaker() as session:
+        count = lambda model, *where: session.scalar(  # noqa: E731
+            select(func.count()).select_from(model).where(*where)
+        )
+        cases = await count(CaseFile, CaseFile.referrer_user_id == pair.referrer_id)
+        records = await count(IdempotencyRecord, IdempotencyRecord.user_id == pair.referrer_id)
+        creates = await count(
+            AuditEvent,
+            AuditEvent.actor_user_id == pair.referrer_id,
+            AuditEvent.action == "case.create",
+        )
+        verification = await chain.verify(session, app.state.audit_key)
+    assert (cases, records, creates) == (len(keys),) * 3
+    assert verification.ok, verification
+
+
+# --- SIGTERM ------------------------------------------------------------------------------------
+
+
+async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
+    app, settings, test_db, tmp_path
+):
+    pair = await _pair(app)
+    server = ServerProcess(["serve"], cli_env(settings, test_db.url), tmp_path / "server.log")
+    url = make_url(test_db.url)
+    blocker = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, database=url.database
+    )
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            receipt = await client.post(
+                "/api/v1/referrals",
+                json=referral_body(),
+                headers={**pair.referrer, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            case_id = receipt.json()["id"]
+            # Hold the audit chain's head: the next audited read waits for it at commit.
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("SELECT * FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+            slow = asyncio.create_task(
+                client.get(f"/api/v1/cases/{case_id}", headers=pair.coordinator)
+            )
+            await _until_waiting_on_a_lock(blocker, url.database)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1.5)
+            assert server.process.poll() is None, "exited with a request in flight"
+            await transaction.rollback()
+            response = await slow
+        assert response.status_code == 200
+        assert response.json()["id"] == case_id
+        exit_code = await asyncio.to_thread(server.process.wait, 20)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught, so that the
+        # exit status says why it stopped; the log shows it finished rather than died.
+        assert exit_code in (0, -signal.SIGTERM)
+        log = server.log.read_text()
+        assert "Waiting for application shutdown" in log
+        assert "Finished server process" in log
+    finally:
+        await blocker.close()
+        await asyncio.to_thread(server.stop)
+
+
+async def _until_waiting_on_a_lock(connection: asyncpg.Connection, database: str) -> None:
+    for _ in range(100):
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            database,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the request never reached the audit chain's lock")
