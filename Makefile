@@ -41,11 +41,11 @@ lint: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/referral db upgrade
 
-## bench: statistics snapshot build time (ARGS="--cases 1000000"; PostgreSQL with
-## REFERRAL_BENCH_DATABASE_URL). The load scenarios of issue 7 are not built yet.
+## bench: seed (100k cases; ARGS="--cases 1000000"), serve, load at 32 clients, report in
+## docs/benchmarks.md. PostgreSQL with REFERRAL_BENCH_DATABASE_URL=postgresql://...
 bench: $(STAMP)
 	mkdir -p var
-	$(BIN)/python -m bench.snapshot $(ARGS)
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,14 +7,17 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 
+from referral.audit.chain import GENESIS, compute_hash
+from referral.auth import totp
 from referral.auth.passwords import hash_password_sync
 from referral.config import Settings
 from referral.crypto import blind_index
 from referral.demo.seed import MUNICIPALITIES, municipality_code
-from referral.models import CaseFile, Municipality, Organisation, User
+from referral.models import AuditChainHead, AuditEvent, CaseFile, Municipality, Organisation, User
 from referral.models.base import uuid7
 from referral.models.enums import AgeBand, Agency, Concern, Gender, Urgency
 
@@ -36,7 +39,7 @@ async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> d
     rng = random.Random(seed)  # nosec B311
     ring, blind_key = settings.key_ring, settings.blind_index_secret
     started = time.perf_counter()
-    password = hash_password_sync("bench-password-not-secret")
+    password = hash_password_sync(BENCH_PASSWORD)
     municipalities, organisations, users = [], [], []
     for region, names in MUNICIPALITIES.items():
         for name in names:
@@ -92,7 +95,149 @@ async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> d
         ]
         async with engine.begin() as connection:
             await connection.execute(insert(CaseFile), rows)
-    return {"cases": cases, "seconds": round(time.perf_counter() - started, 1)}
+    actors = await _seed_actors(engine, ring, users[0], password)
+    pool = await _seed_submitted_pool(engine, rng, ring, blind_key, users[0], people, now)
+    events = await _seed_audit_trail(engine, settings, rng, users, actors, now)
+    return {
+        "cases": cases,
+        "seconds": round(time.perf_counter() - started, 1),
+        "audit_events": events,
+        "actors": actors,
+        "transition_pool": pool,
+    }
+
+
+BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # nosec B105 - synthetic bench data
+EVENTS_PER_CASE = 3
+SUBMITTED_POOL = 8000
+
+
+async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict:
+    """A coordinator (with TOTP) and a national analyst beside the bench referrer."""
+    now = datetime.now(UTC)
+    coordinator_id, analyst_id, org_id = uuid7(), uuid7(), uuid7()
+    secret = totp.new_secret()
+    common = {
+        "password_hash": password_hash,
+        "is_active": True,
+        "password_changed_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+    coordinator = {
+        "id": coordinator_id,
+        "username": "bench.coordinator",
+        "display_name": "[BENCH]",
+        "role": "coordinator",
+        "organisation_id": org_id,
+        "municipality_id": referrer["municipality_id"],
+        "totp_enabled_at": now,
+        **common,
+    }
+    holder = SimpleNamespace(__tablename__="user_account", id=coordinator_id, totp_secret_enc=None)
+    totp.seal_secret(ring, holder, secret)
+    coordinator["totp_secret_enc"] = holder.totp_secret_enc
+    national_org = uuid7()
+    analyst = {
+        "id": analyst_id,
+        "username": "bench.national",
+        "display_name": "[BENCH]",
+        "role": "national_analyst",
+        "organisation_id": national_org,
+        "municipality_id": None,
+        "totp_secret_enc": None,
+        "totp_enabled_at": None,
+        **common,
+    }
+    organisations = [
+        {
+            "id": org_id,
+            "name": "[BENCH] coordination",
+            "agency": "municipality",
+            "municipality_id": referrer["municipality_id"],
+            "is_active": True,
+            "created_at": now,
+            "version": 1,
+        },
+        {
+            "id": national_org,
+            "name": "[BENCH] national office",
+            "agency": "municipality",
+            "municipality_id": None,
+            "is_active": True,
+            "created_at": now,
+            "version": 1,
+        },
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(insert(Organisation), organisations)
+        await connection.execute(insert(User), [coordinator, analyst])
+    return {
+        "password": BENCH_PASSWORD,
+        "referrer": referrer["username"],
+        "coordinator": "bench.coordinator",
+        "coordinator_totp": secret,
+        "national_analyst": "bench.national",
+        "municipality_id": str(referrer["municipality_id"]),
+    }
+
+
+async def _seed_submitted_pool(engine, rng, ring, blind_key, referrer, people, now) -> int:
+    """Fresh referrals in the bench municipality, for the transition scenario to move on."""
+    rows = []
+    for _ in range(SUBMITTED_POOL):
+        row = _case(rng, ring, blind_key, [referrer], people, now)
+        row.update(state="submitted", closure_outcome=None, closed_at=None, submitted_at=now)
+        row.update({f"{s}_at": None for s in ("screening", "assessment", "panel")})
+        row.update({f"{s}_at": None for s in ("consent_pending", "support", "monitoring")})
+        rows.append(row)
+    for start in range(0, len(rows), CHUNK):
+        async with engine.begin() as connection:
+            await connection.execute(insert(CaseFile), rows[start : start + CHUNK])
+    return len(rows)
+
+
+async def _seed_audit_trail(engine, settings: Settings, rng, users, actors, now) -> int:
+    """EVENTS_PER_CASE chained events per case (intake, a read, a transition), in order."""
+    key = settings.audit_chain_key
+    prev, seq = GENESIS, 0
+    async with engine.connect() as connection:
+        ids = (await connection.execute(select(CaseFile.id).order_by(CaseFile.id))).scalars()
+        case_ids = list(ids)
+    user = users[0]
+    for start in range(0, len(case_ids), CHUNK):
+        rows = []
+        for case_id in case_ids[start : start + CHUNK]:
+            for action in ("case.create", "case.read", "case.transition")[:EVENTS_PER_CASE]:
+                seq += 1
+                event = SimpleNamespace(
+                    seq=seq,
+                    occurred_at=now,
+                    actor_user_id=user["id"],
+                    actor_role="referrer",
+                    actor_organisation_id=user["organisation_id"],
+                    actor_municipality_id=user["municipality_id"],
+                    action=action,
+                    resource_type="case",
+                    resource_ids=[str(case_id)],
+                    outcome="allowed",
+                    status_code=200,
+                    request_id=uuid.uuid4().hex,
+                    client_address="192.0.2.1",
+                    purpose=None,
+                    fields=["state"],
+                )
+                event.prev_hash = prev
+                event.hash = prev = compute_hash(key, prev, event)
+                rows.append(vars(event))
+        async with engine.begin() as connection:
+            await connection.execute(insert(AuditEvent), rows)
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(AuditChainHead).where(AuditChainHead.id == 1).values(seq=seq, hash=prev)
+        )
+    return seq
 
 
 def _seal(ring, table_row_id, column, value: str) -> str:

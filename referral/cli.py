@@ -286,6 +286,7 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     migrate_first: bool = typer.Option(False, "--migrate", help="Migrate to head first"),
+    access_log: bool = typer.Option(True, help="Log each request (uvicorn's access log)"),
 ) -> None:
     """Serve the API with uvicorn."""
     import uvicorn
@@ -299,6 +300,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        access_log=access_log,
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=30,

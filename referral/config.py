@@ -60,8 +60,8 @@ class DatabaseSettings(BaseSettings):
 
 class Settings(DatabaseSettings):
     env: Environment = Environment.production
-    database_pool_size: int = Field(default=10, ge=1, le=200)
-    database_pool_timeout_seconds: float = Field(default=1.0, gt=0)
+    database_pool_size: int = Field(default=20, ge=1, le=200)
+    database_pool_timeout_seconds: float = Field(default=1.5, gt=0)
     database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
     jwt_secret: SecretStr | None = None

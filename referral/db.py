@@ -36,7 +36,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,
-        pool_pre_ping=True,
+        # No ping before each checkout (a round trip per request): a connection that a
+        # database restart broke fails its request with 503 (main.py), and SQLAlchemy then
+        # invalidates the pool, so the next requests reconnect.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         # A database that does not answer a connection attempt is "unavailable" (503) in
         # seconds, not after asyncpg's default minute.
         connect_args={"timeout": settings.database_connect_timeout_seconds},

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import UTC
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -240,3 +244,58 @@ async def test_every_event_in_the_shared_trail_is_chained(app):
     result = await _verify(app)
     assert result.ok, result.reason
     assert result.checked > 0
+
+
+# --- the canonical form ---------------------------------------------------------------------
+
+_text = st.text(max_size=40)
+_maybe_uuid = st.none() | st.uuids()
+
+
+@given(
+    seq=st.integers(min_value=1, max_value=2**62),
+    occurred_at=st.datetimes(timezones=st.just(UTC)),
+    actor=_maybe_uuid,
+    role=st.none() | _text,
+    action=_text,
+    ids=st.lists(_text, max_size=4),
+    status=st.none() | st.integers(min_value=100, max_value=599),
+    fields=st.lists(_text, max_size=6),
+    purpose=st.none() | _text,
+)
+def test_canonical_form_is_json_dumps_with_sorted_keys_byte_for_byte(
+    seq, occurred_at, actor, role, action, ids, status, fields, purpose
+):
+    """The hand-written encoder (fast enough for tens of millions of events) writes what
+    json.dumps(sort_keys=True, separators=(",", ":")) writes, for every value an event holds:
+    any text, including quotes, control characters and non-ASCII."""
+    event = AuditEvent(
+        seq=seq,
+        occurred_at=occurred_at,
+        actor_user_id=actor,
+        actor_role=role,
+        actor_organisation_id=actor,
+        actor_municipality_id=None,
+        action=action,
+        resource_type="case",
+        resource_ids=ids,
+        outcome="allowed",
+        status_code=status,
+        request_id="r-1",
+        client_address="192.0.2.1",
+        purpose=purpose,
+        fields=fields,
+    )
+    plain = {
+        name: (
+            value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+            if isinstance(value, uuid.UUID)
+            else value
+        )
+        for name in chain.CHAINED_FIELDS
+        for value in [getattr(event, name)]
+    }
+    expected = json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
+    assert chain.canonical(event) == expected

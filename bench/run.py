@@ -1,0 +1,387 @@
+"""`make bench`: seed, serve as in production, load from another process, report.
+
+    make bench                                  # 100k cases, SQLite under var/bench
+    make bench ARGS="--cases 1000000"
+    REFERRAL_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres make bench
+
+1. A fresh database, migrated; N synthetic cases with EVENTS_PER_CASE chained audit events
+   each (bench/seed.py).
+2. In this process: the statistics snapshot build (timed) and the audit chain's
+   verification (events per second).
+3. `referral serve --workers W` in a process of its own; bench/load.py in another, at C
+   concurrent clients, one scenario at a time, the ceiling (/livez: an `async def` route
+   returning a constant) first and last.
+4. On PostgreSQL, pgbench at the same concurrency runs the very SQL statements of one
+   audited case read, captured from the app: the database's own ceiling for that request.
+5. bench/results.json gains the run; docs/benchmarks.md is written from all runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import httpx
+import pyotp
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlmodel import select
+
+from bench.report import render
+from bench.seed import seed_cases
+from referral import migrate
+from referral.audit import chain
+from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
+from referral.db import create_engine, create_sessionmaker
+from referral.main import create_app
+from referral.models import CaseFile
+from referral.stats.policy import load_reporting_policy
+from referral.stats.snapshot import build_snapshot
+from tests.databases import ScratchDatabase
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+SCENARIOS = ("ceiling", "login", "read", "list", "intake", "transition", "stats", "ceiling")
+
+
+def bench_settings(database_url: str) -> Settings:
+    return Settings(
+        env=Environment.test,
+        database_url=database_url,
+        **{name: generate_secret(name) for name in SECRET_FIELDS},
+    )
+
+
+async def prepare(settings: Settings, cases: int) -> dict:
+    engine = create_engine(settings)
+    try:
+        seeded = await seed_cases(engine, settings, cases)
+        sessions = create_sessionmaker(engine)
+        policy = load_reporting_policy(ROOT / "policies" / "reporting.yaml")
+        started = time.perf_counter()
+        async with sessions() as session, session.begin():
+            snapshot = await build_snapshot(session, policy, date.today(), None)
+        snapshot_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        async with sessions() as session:
+            verification = await chain.verify(session, settings.audit_chain_key)
+        verify_seconds = time.perf_counter() - started
+        if not verification.ok:
+            raise SystemExit(f"the seeded audit chain does not verify: {verification}")
+        municipality = uuid.UUID(seeded["actors"]["municipality_id"])
+        async with sessions() as session:
+            in_town = select(CaseFile.id).where(CaseFile.municipality_id == municipality)
+            read_ids = (await session.exec(in_town.limit(5000))).all()
+            pool = in_town.where(CaseFile.state == "submitted").order_by(CaseFile.id.desc())
+            transition_ids = (await session.exec(pool)).all()
+        return {
+            "seeded": seeded,
+            "snapshot": {
+                "seconds": round(snapshot_seconds, 1),
+                "cells": snapshot.cells,
+                "suppressed": snapshot.suppressed,
+            },
+            "verify": {
+                "events": verification.checked,
+                "seconds": round(verify_seconds, 2),
+                "events_per_second": round(verification.checked / verify_seconds),
+            },
+            "read_ids": [str(i) for i in read_ids],
+            "transition_ids": [str(i) for i in transition_ids],
+        }
+    finally:
+        await engine.dispose()
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
+    env.update(
+        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
+    )
+    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=settings.database_url)
+    return env
+
+
+def start_server(settings: Settings, workers: int, port: int, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "referral.cli", "serve", "--port", str(port)]
+    command += ["--workers", str(workers), "--no-access-log"]
+    with log.open("w") as out:
+        process = subprocess.Popen(  # noqa: S603
+            command, stdout=out, stderr=subprocess.STDOUT, env=server_env(settings), cwd=ROOT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise SystemExit(f"the server did not become ready:\n{log.read_text()}")
+
+
+def sign_in(base: str, actors: dict) -> dict[str, str]:
+    tokens = {}
+    for role in ("referrer", "coordinator", "national_analyst"):
+        form = {"username": actors[role], "password": actors["password"]}
+        if role == "coordinator":
+            form["totp_code"] = pyotp.TOTP(actors["coordinator_totp"]).now()
+        response = httpx.post(f"{base}/api/v1/auth/token", data=form, timeout=30)
+        response.raise_for_status()
+        tokens[role] = response.json()["access_token"]
+    return tokens
+
+
+def stats_path() -> str:
+    return f"/api/v1/stats/referrals?period={date.today().year - 1}&breakdown=concern"
+
+
+def referral_body() -> dict:
+    return {
+        "subject": {
+            "given_name": "Ngarkesë",
+            "family_name": "Sintetike",
+            "date_of_birth": "2009-03-14",
+            "gender": "male",
+            "guardian": {"name": "Kujdestar Sintetik", "relationship": "parent"},
+            "languages": ["sq"],
+        },
+        "primary_concern": "far_right",
+        "description": "[BENCH] synthetic referral made by the load driver.",
+        "indicators": ["online_radicalisation"],
+        "urgency": "routine",
+    }
+
+
+def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "bench.load", "--url", base, "--plan", str(plan_file)]
+    command += ["--scenario", scenario, "--clients", str(args.clients)]
+    command += ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    done = subprocess.run(  # noqa: S603
+        command, capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """Peak and current resident memory of the serving process(es): the master and workers."""
+    pids = [pid, *_children(pid)]
+    found: dict[str, float] = {"peak_rss_mib": 0.0, "rss_mib": 0.0}
+    for p in pids:
+        status = Path(f"/proc/{p}/status").read_text()
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        found["peak_rss_mib"] = round(max(found["peak_rss_mib"], hwm), 1)
+        found["rss_mib"] = round(max(found["rss_mib"], rss), 1)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+# --- pgbench: the same SQL as one audited read ------------------------------------------
+
+
+def captured_read_sql(settings: Settings, token: str, case_id: str) -> list[tuple[str, tuple]]:
+    """The statements one audited case read sends, with their parameters, from the app."""
+
+    async def capture() -> list[tuple[str, tuple]]:
+        app = create_app(settings)
+        seen: list[tuple[str, tuple]] = []
+
+        def record(_conn, _cursor, statement, parameters, *_rest) -> None:
+            seen.append((statement, tuple(parameters or ())))
+
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+                headers = {"Authorization": f"Bearer {token}"}
+                response = await client.get(f"/api/v1/cases/{case_id}", headers=headers)
+                response.raise_for_status()
+        finally:
+            await app.state.engine.dispose()
+        return [s for s in seen if not s[0].lstrip().upper().startswith("SELECT 1")]
+
+    return asyncio.run(capture())
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, list | tuple):
+        return "ARRAY[" + ",".join(_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def pgbench_script(statements: list[tuple[str, tuple]]) -> str:
+    """One transaction per audited read; the chain head's seq flows into the INSERT."""
+    lines = ["BEGIN;"]
+    for statement, params in statements:
+        sql = " ".join(statement.split())
+        values = [_literal(v) for v in params]
+        if sql.startswith("INSERT INTO audit_event"):
+            values[0] = ":seq"  # the first column is seq, reserved by the UPDATE before it
+        sql = re.sub(r"\$(\d+)", lambda m, v=values: v[int(m.group(1)) - 1], sql)
+        if sql.startswith("UPDATE audit_chain_head") and "RETURNING" in sql:
+            lines.append(f"{sql} \\gset")
+        else:
+            lines.append(f"{sql};")
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+def run_pgbench(database_url: str, script: str, clients: int, seconds: float) -> dict:
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return {"skipped": "pgbench is not installed"}
+    url = make_url(database_url)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(script)
+    command = [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", "2"]
+    command += ["-T", str(int(seconds)), "-f", handle.name, "-r"]
+    command += ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+    command += ["-U", url.username or "postgres", url.database or "postgres"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    Path(handle.name).unlink()
+    tps = re.search(r"tps = ([\d.]+)", done.stdout)
+    latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
+    if done.returncode != 0 or tps is None:
+        return {"error": (done.stderr or done.stdout)[-2000:]}
+    return {
+        "statements": script.count("\n") - 2,
+        "tps": round(float(tps.group(1)), 1),
+        "latency_avg_ms": float(latency.group(1)) if latency else None,
+        "clients": clients,
+    }
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    os.environ.pop("REFERRAL_TEST_DATABASE_URL", None)
+    server_url = os.environ.get("REFERRAL_BENCH_DATABASE_URL")
+    if server_url:
+        os.environ["REFERRAL_TEST_DATABASE_URL"] = server_url
+    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)
+    database = ScratchDatabase.create(ROOT / "var" / "bench", f"bench{args.cases}")
+    result: dict = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{_memory_gib()} GiB, Python {platform.python_version()}",
+        "database": "postgresql" if database.is_postgres else "sqlite",
+        "cases": args.cases,
+        "workers": args.workers,
+        "clients": args.clients,
+        "seconds_per_scenario": args.seconds,
+        "command": "make bench"
+        + (f" ARGS='--cases {args.cases}'" if args.cases != 100_000 else "")
+        + (" REFERRAL_BENCH_DATABASE_URL=postgresql://…" if server_url else ""),
+    }
+    process = None
+    try:
+        migrate.upgrade(database.url)
+        settings = bench_settings(database.url)
+        print(f"seeding {args.cases:,} cases into {result['database']} …", flush=True)
+        prepared = asyncio.run(prepare(settings, args.cases))
+        seeded = prepared["seeded"]
+        result.update(
+            seed_seconds=seeded["seconds"],
+            audit_events=seeded["audit_events"],
+            snapshot=prepared["snapshot"],
+            verify=prepared["verify"],
+        )
+        print(
+            f"seeded in {seeded['seconds']} s; snapshot {prepared['snapshot']['seconds']} s; "
+            f"verify {prepared['verify']['events_per_second']:,} events/s",
+            flush=True,
+        )
+
+        base = f"http://127.0.0.1:{args.port}"
+        log = ROOT / "var" / "bench" / "server.log"
+        process = start_server(settings, args.workers, args.port, log)
+        tokens = sign_in(base, seeded["actors"])
+        actors = seeded["actors"]
+        plan = {
+            "tokens": tokens,
+            "read_ids": prepared["read_ids"],
+            "transition_ids": prepared["transition_ids"],
+            "stats_path": stats_path(),
+            "referral": referral_body(),
+            "login_form": f"username={actors['referrer']}&password={actors['password']}",
+        }
+        plan_file = ROOT / "var" / "bench" / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        scenarios = []
+        for name in SCENARIOS:
+            outcome = drive(base, plan_file, name, args)
+            print(json.dumps(outcome), flush=True)
+            scenarios.append(outcome)
+        result["server_memory"] = memory_mib(process.pid)
+        ceilings = [s["throughput_rps"] for s in scenarios if s["scenario"] == "ceiling"]
+        result["ceiling_rps"] = round(sum(ceilings) / len(ceilings), 1)
+        result["scenarios"] = [s for s in scenarios if s["scenario"] != "ceiling"]
+        result["ceiling_runs"] = [s for s in scenarios if s["scenario"] == "ceiling"]
+        if database.is_postgres:
+            statements = captured_read_sql(settings, tokens["coordinator"], plan["read_ids"][0])
+            script = pgbench_script(statements)
+            (ROOT / "var" / "bench" / "audited-read.sql").write_text(script)
+            result["pgbench_audited_read"] = run_pgbench(
+                database.url, script, args.clients, args.seconds
+            )
+            print(json.dumps(result["pgbench_audited_read"]), flush=True)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=60)
+        database.drop()
+        if not database.is_postgres:
+            for suffix in ("", "-wal", "-shm"):
+                Path(database.url.split("///", 1)[1] + suffix).unlink(missing_ok=True)
+
+    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    history.append(result)
+    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
+    (ROOT / "docs" / "benchmarks.md").write_text(render(history))
+    print(f"wrote {RESULTS.relative_to(ROOT)} and docs/benchmarks.md")
+
+
+def _memory_gib() -> int:
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
+
+
+if __name__ == "__main__":
+    main()
