@@ -237,14 +237,20 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def pgbench_script(statements: list[tuple[str, tuple]]) -> str:
-    """One transaction per audited read; the chain head's seq flows into the INSERT."""
-    lines = ["BEGIN;"]
+def pgbench_script(statements: list[tuple[str, tuple]], chained: bool = True) -> str:
+    """One transaction per audited read; the chain head's seq flows into the INSERT.
+
+    Unchained: the same statements without the two on the chain's head row (the event
+    takes a random seq): what the database could do if the head-row lock were gone.
+    """
+    lines = ["BEGIN;"] if chained else ["\\set seq random(1000000000, 999999999999)", "BEGIN;"]
     for statement, params in statements:
         sql = " ".join(statement.split())
         values = [_literal(v) for v in params]
         if sql.startswith("INSERT INTO audit_event"):
             values[0] = ":seq"  # the first column is seq, reserved by the UPDATE before it
+        elif sql.startswith("UPDATE audit_chain_head") and not chained:
+            continue
         sql = re.sub(r"\$(\d+)", lambda m, v=values: v[int(m.group(1)) - 1], sql)
         if sql.startswith("UPDATE audit_chain_head") and "RETURNING" in sql:
             lines.append(f"{sql} \\gset")
@@ -272,7 +278,7 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
     if done.returncode != 0 or tps is None:
         return {"error": (done.stderr or done.stdout)[-2000:]}
     return {
-        "statements": script.count("\n") - 2,
+        "statements": sum(1 for line in script.splitlines() if line[:1].isalpha()) - 2,
         "tps": round(float(tps.group(1)), 1),
         "latency_avg_ms": float(latency.group(1)) if latency else None,
         "clients": clients,
@@ -362,7 +368,11 @@ def main() -> None:
             result["pgbench_audited_read"] = run_pgbench(
                 database.url, script, args.clients, args.seconds
             )
+            result["pgbench_audited_read_unchained"] = run_pgbench(
+                database.url, pgbench_script(statements, chained=False), args.clients, args.seconds
+            )
             print(json.dumps(result["pgbench_audited_read"]), flush=True)
+            print(json.dumps(result["pgbench_audited_read_unchained"]), flush=True)
     finally:
         if process is not None:
             process.terminate()
