@@ -25,7 +25,7 @@ import os
 import platform
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404
 import sys
 import tempfile
 import time
@@ -50,6 +50,7 @@ from referral.models import CaseFile
 from referral.stats.policy import load_reporting_policy
 from referral.stats.snapshot import build_snapshot
 from tests.databases import ScratchDatabase
+from tests.helpers import cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
@@ -105,21 +106,16 @@ async def prepare(settings: Settings, cases: int) -> dict:
         await engine.dispose()
 
 
-def server_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRAL_")}
-    env.update(
-        {f"REFERRAL_{n.upper()}": getattr(settings, n).get_secret_value() for n in SECRET_FIELDS}
-    )
-    env.update(REFERRAL_ENV="production", REFERRAL_DATABASE_URL=settings.database_url)
-    return env
-
-
 def start_server(settings: Settings, workers: int, port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "referral.cli", "serve", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log"]
     with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: S603
-            command, stdout=out, stderr=subprocess.STDOUT, env=server_env(settings), cwd=ROOT
+        process = subprocess.Popen(  # noqa: S603  # nosec B603
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cli_env(settings, settings.database_url),
+            cwd=ROOT,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -172,7 +168,7 @@ def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -
     command = [sys.executable, "-m", "bench.load", "--url", base, "--plan", str(plan_file)]
     command += ["--scenario", scenario, "--clients", str(args.clients)]
     command += ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    done = subprocess.run(  # noqa: S603
+    done = subprocess.run(  # noqa: S603  # nosec B603
         command, capture_output=True, text=True, check=True, cwd=ROOT
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -271,7 +267,7 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
     command += ["-T", str(int(seconds)), "-f", handle.name, "-r"]
     command += ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
     command += ["-U", url.username or "postgres", url.database or "postgres"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603  # nosec B603
     Path(handle.name).unlink()
     tps = re.search(r"tps = ([\d.]+)", done.stdout)
     latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)

@@ -107,7 +107,8 @@ async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> d
     }
 
 
-BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # nosec B105 - synthetic bench data
+# The one password of every synthetic bench account; nothing real is behind it.
+BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # nosec B105
 EVENTS_PER_CASE = 3
 SUBMITTED_POOL = 8000
 
@@ -146,9 +147,8 @@ async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict
         "role": "national_analyst",
         "organisation_id": national_org,
         "municipality_id": None,
-        "totp_secret_enc": None,
-        "totp_enabled_at": None,
         **common,
+        **dict.fromkeys(("totp_secret_enc", "totp_enabled_at")),  # no second factor
     }
     organisations = [
         {
