@@ -70,8 +70,8 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
         await seal_pending(session, request.app.state.audit_key)
 
 
-# SQLSTATE class 08 is "connection exception"; 57P01-57P03 are a server shutting down,
-# crashed, or still starting up.
+# SQLSTATE class 08 is "connection exception" (asyncpg's lost connection is 08003);
+# 57P01-57P03 are a server shutting down, crashed, or still starting up.
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
 
 
@@ -84,8 +84,6 @@ def database_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
         if str(getattr(seen, "sqlstate", "") or "").startswith(_UNAVAILABLE_STATES):
-            return True
-        if type(seen).__name__ == "ConnectionDoesNotExistError":  # asyncpg, connection lost
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False

@@ -111,8 +111,8 @@ async def _load(base_url: str, pair: Pair, created: list[str], outcomes: list[Ou
                 json=body,
                 headers={**pair.referrer, "Idempotency-Key": key},
             )
-            outcomes.append(Outcome("intake", key, response.status_code, started, 0.0, body))
-            outcomes[-1].seconds = time.monotonic() - started
+            seconds = time.monotonic() - started
+            outcomes.append(Outcome("intake", key, response.status_code, started, seconds, body))
             assert response.status_code in (201, 503), response.text
             assert response.status_code == 201 or _is_problem_503(response)
             if response.status_code == 201:

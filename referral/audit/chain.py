@@ -54,10 +54,14 @@ def _json(value: Any) -> str:
     if encode is not None:
         return encode(value)
     if isinstance(value, list):
-        return "[" + ",".join(map(_json, value)) + "]"
+        return _json_list(value)
     if hasattr(value, "isoformat"):
         return _quote(value.isoformat())
     return _quote(str(value))
+
+
+def _json_list(value: list[Any]) -> str:
+    return "[" + ",".join(map(_json, value)) + "]"
 
 
 _BY_TYPE: dict[type, Callable[[Any], str]] = {
@@ -65,7 +69,7 @@ _BY_TYPE: dict[type, Callable[[Any], str]] = {
     bool: lambda value: "true" if value else "false",
     int: str,
     str: _quote,
-    list: lambda value: "[" + ",".join(map(_json, value)) + "]",
+    list: _json_list,
     datetime: lambda value: '"' + value.isoformat() + '"',
     uuid.UUID: lambda value: '"' + str(value) + '"',
 }
