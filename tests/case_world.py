@@ -129,6 +129,24 @@ async def etag(client: httpx.AsyncClient, actor: Actor, case_id: str) -> str:
     return response.headers["etag"]
 
 
+async def screen_and_assess(
+    client, app, actor: Actor, case_id: str, screening: str, assessment: dict
+) -> None:
+    """Test setup: screen a submitted case, put it before the panel, record an assessment."""
+    assert (await move(client, actor, case_id, "screening")).status_code == 200
+    screened = await client.put(
+        f"/api/v1/cases/{case_id}/screening",
+        json={"summary": screening},
+        headers={**actor.headers, "If-Match": await etag(client, actor, case_id)},
+    )
+    assert screened.status_code == 200, screened.text
+    await force_state(app, case_id, "panel")
+    assessed = await client.post(
+        f"/api/v1/cases/{case_id}/assessments", headers=actor.headers, json=assessment
+    )
+    assert assessed.status_code == 201, assessed.text
+
+
 async def move(client, actor: Actor, case_id: str, to: str, **extra) -> httpx.Response:
     return await client.post(
         f"/api/v1/cases/{case_id}/transitions",

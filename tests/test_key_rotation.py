@@ -17,7 +17,7 @@ from referral.crypto import CryptoError, generate_key_entry, open_field
 from referral.main import create_app
 from referral.models import CaseFile
 from referral.retention.keys import SEALED_MODELS, rotate, sealed_columns
-from tests.case_world import etag, force_state, move, new_case, referral_body
+from tests.case_world import new_case, referral_body, screen_and_assess
 from tests.conftest import World
 from tests.helpers import cli_env, run_cli, scratch_app
 
@@ -36,20 +36,13 @@ async def sealed(settings, tmp_path):
                 headers=town.coordinator.headers,
                 json={"section": "general", "body": f"Note on {name}"},
             )
-            await move(client, town.coordinator, case_id, "screening")
-            await client.put(
-                f"/api/v1/cases/{case_id}/screening",
-                json={"summary": "Screened"},
-                headers={
-                    **town.coordinator.headers,
-                    "If-Match": await etag(client, town.coordinator, case_id),
-                },
-            )
-            await force_state(app, case_id, "panel")
-            await client.post(
-                f"/api/v1/cases/{case_id}/assessments",
-                headers=town.coordinator.headers,
-                json={
+            await screen_and_assess(
+                client,
+                app,
+                town.coordinator,
+                case_id,
+                "Screened",
+                {
                     "factors": [{"dimension": "intent", "factor": "a_b", "score": 1}],
                     "summary": "Low",
                 },

@@ -14,7 +14,14 @@ from sqlmodel import select
 
 from referral.models import AuditEvent, CaseFile, StatsCell
 from referral.models.base import utcnow
-from tests.case_world import etag, force_state, make_town, move, new_case, referral_body
+from tests.case_world import (
+    etag,
+    force_state,
+    make_town,
+    new_case,
+    referral_body,
+    screen_and_assess,
+)
 from tests.conftest import World
 from tests.helpers import cli_env, run_cli, scratch_app
 
@@ -214,20 +221,13 @@ async def test_export_holds_everything_about_the_subject_and_nobody_else(isolate
             headers=town.coordinator.headers,
             json={"section": "general", "body": text},
         )
-    await move(client, town.coordinator, mine, "screening")
-    await client.put(
-        f"/api/v1/cases/{mine}/screening",
-        json={"summary": "Screened for export test"},
-        headers={
-            **town.coordinator.headers,
-            "If-Match": await etag(client, town.coordinator, mine),
-        },
-    )
-    await force_state(app, mine, "panel")
-    await client.post(
-        f"/api/v1/cases/{mine}/assessments",
-        headers=town.coordinator.headers,
-        json={
+    await screen_and_assess(
+        client,
+        app,
+        town.coordinator,
+        mine,
+        "Screened for export test",
+        {
             "factors": [{"dimension": "intent", "factor": "x_y", "score": 2}],
             "summary": "Assessment for export",
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Annotated
 
@@ -63,16 +64,7 @@ async def sign_in(
     )
     outcome = await service.sign_in(session, settings, username, password, second_factor)
     if isinstance(outcome, service.EnrolmentRequired):
-        audit.record(
-            session,
-            request,
-            action="auth.login",
-            outcome="denied",
-            resource_type="account",
-            resource_ids=[outcome.user.id],
-            status_code=403,
-            purpose="second_factor_enrolment",
-        )
+        _login_denied(session, request, outcome.user.id, 403, "second_factor_enrolment")
         return problem_response(
             403,
             instance=request.url.path,
@@ -83,16 +75,7 @@ async def sign_in(
             extra={"enrolment_token": outcome.token.token, "expires_in": 600},
         )
     if isinstance(outcome, service.SecondFactorRequired):
-        audit.record(
-            session,
-            request,
-            action="auth.login",
-            outcome="denied",
-            resource_type="account",
-            resource_ids=[outcome.user_id],
-            status_code=401,
-            purpose="second_factor_missing",
-        )
+        _login_denied(session, request, outcome.user_id, 401, "second_factor_missing")
         return problem_response(
             401,
             instance=request.url.path,
@@ -108,16 +91,7 @@ async def sign_in(
         )
     if isinstance(outcome, service.Rejected):
         # Returned, not raised: the failure count must commit with this request.
-        audit.record(
-            session,
-            request,
-            action="auth.login",
-            outcome="denied",
-            resource_type="account",
-            resource_ids=[outcome.user_id] if outcome.user_id else [],
-            status_code=401,
-            purpose=outcome.reason,
-        )
+        _login_denied(session, request, outcome.user_id, 401, outcome.reason)
         return _unauthorized(request, _BAD_LOGIN)
     audit.record(
         session,
@@ -128,6 +102,23 @@ async def sign_in(
         purpose="sign_in",
     )
     return _pair(settings, outcome.tokens)
+
+
+def _login_denied(
+    session, request: Request, user_id: uuid.UUID | None, status_code: int, reason: str
+) -> None:
+    """A refused sign-in, audited in the request's own transaction (it commits, with the
+    failure count, because the refusal is returned rather than raised)."""
+    audit.record(
+        session,
+        request,
+        action="auth.login",
+        outcome="denied",
+        resource_type="account",
+        resource_ids=[user_id] if user_id else [],
+        status_code=status_code,
+        purpose=reason,
+    )
 
 
 @router.post("/refresh", response_model=TokenPair, summary="Rotate a refresh token")
