@@ -205,6 +205,25 @@ async def test_full_happy_path_from_referral_to_closure(client, app, town, signe
         "closed",
     }
 
+    # the coordinator's view holds every record exactly as it was answered when written
+    assert final["screening"] == screened.json()
+    (decision,) = final["panel_decisions"]
+    assert decision["id"] == decided.json()["id"]
+    assert decision["meeting_id"] == meeting.json()["id"]
+    assert (decision["rationale"], decision["dissent"], decision["dissenting_agencies"]) == (
+        "Support through school and family.",
+        "Would monitor more closely.",
+        ["police"],
+    )
+    assert final["consents"] == [consent.json()]
+    assert final["plan"] == plan.json()
+    assert final["interventions"] == [done.json()]
+    assert final["sections"]["general"]["assessments"] == [assessed.json()]
+    assert final["sections"]["education"]["assessments"] == [school_view.json()]
+    assert [r["id"] for r in final["reviews"]] == [review.json()["id"]] + [
+        r["id"] for r in sorted(post_exit, key=lambda r: r["due_on"])
+    ]
+
     # the referrer learns the stage and the coarse outcome, and nothing else
     theirs = await client.get(url, headers=referrer.headers)
     await _auditor_reconstructs_the_journey(client, app, signed_in, case_id, town)

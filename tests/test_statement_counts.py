@@ -68,6 +68,9 @@ async def test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes
     notes_many, notes = await _statements(app, client, url, coordinator)
     assert len((await client.get(url, headers=coordinator)).json()) == 13
     assert detail_many == detail_one, detail
+    # the actor; the case under the access rule; every record of it in one statement; the
+    # audit event sealed onto the chain (reserve, insert, advance the head)
+    assert detail_many == 6, detail
     assert notes_many == notes_one, notes
 
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlmodel import select
+from sqlalchemy import Uuid, bindparam
+from sqlmodel import col, select
 
 from referral.auth import tokens
 from referral.authz.actor import Actor
@@ -16,6 +17,29 @@ from referral.models import AuthSession, Organisation, User
 from referral.models.base import utcnow
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+# Built once: every authenticated request runs it (ADR 0012).
+_ACTOR = (
+    select(
+        User.id,
+        User.username,
+        User.role,
+        User.organisation_id,
+        User.municipality_id,
+        col(User.is_active).label("user_active"),
+        Organisation.agency,
+        col(Organisation.is_active).label("organisation_active"),
+        col(AuthSession.id).label("session_id"),
+        AuthSession.revoked_at,
+        AuthSession.expires_at,
+    )
+    .join(Organisation, col(Organisation.id) == User.organisation_id)
+    .join(AuthSession, col(AuthSession.user_id) == User.id)
+    .where(
+        col(User.id) == bindparam("user_id", type_=Uuid),
+        col(AuthSession.id) == bindparam("session_id", type_=Uuid),
+    )
+)
 
 
 async def current_actor(
@@ -31,33 +55,27 @@ async def current_actor(
         request.state.auth_failure = str(exc)
         raise Unauthorized("The token is not valid.") from exc
 
-    row = (
-        await session.exec(
-            select(User, Organisation.agency, Organisation.is_active, AuthSession)
-            .join(Organisation, Organisation.id == User.organisation_id)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(User.id == claims.subject, AuthSession.id == claims.session_id)
-        )
-    ).first()
+    connection = await session.connection()
+    ids = {"user_id": claims.subject, "session_id": claims.session_id}
+    row = (await connection.execute(_ACTOR, ids)).first()
     if row is None:
         raise Unauthorized("The token is not valid.")
-    user, agency, organisation_active, auth_session = row
     if (
-        not user.is_active
-        or not organisation_active
-        or auth_session.revoked_at is not None
-        or auth_session.expires_at <= utcnow()
+        not row.user_active
+        or not row.organisation_active
+        or row.revoked_at is not None
+        or row.expires_at <= utcnow()
     ):
         raise Unauthorized("The session has ended; sign in again.")
 
     actor = Actor(
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        organisation_id=user.organisation_id,
-        agency=agency,
-        municipality_id=user.municipality_id,
-        session_id=auth_session.id,
+        user_id=row.id,
+        username=row.username,
+        role=row.role,
+        organisation_id=row.organisation_id,
+        agency=row.agency,
+        municipality_id=row.municipality_id,
+        session_id=row.session_id,
     )
     request.state.actor = actor
     return actor

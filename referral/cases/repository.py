@@ -5,15 +5,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import case, func, literal, update
+from sqlalchemy import Uuid, and_, bindparam, case, false, func, literal, update
+from sqlalchemy.orm import load_only
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.authz.dependencies import Access
 from referral.errors import NotFound, PreconditionFailed
+from referral.json_rows import json_array, records
 from referral.models import (
     CaseAssessment,
     CaseConsent,
@@ -92,25 +95,73 @@ class CaseParts:
     reviews: list[CaseReview]
     notes: list[CaseNote]
     assessments: list[CaseAssessment]
+    rereferrals: list[CaseFile] | None = None
 
 
 async def _all(session: AsyncSession, stmt) -> list:
     return list((await session.exec(stmt)).all())
 
 
+_REREFERRAL_COLUMNS = ("id", "state", "submitted_at")
+_PARTS = (
+    CaseScreening,
+    PanelDecision,
+    CaseConsent,
+    SupportPlan,
+    Intervention,
+    CaseReview,
+    CaseNote,
+    CaseAssessment,
+)
+_ORDER = {CaseReview: CaseReview.due_on}
+_IN_SECTIONS = (CaseNote, CaseAssessment)
+
+
+@cache
+def _parts_columns(dialect: str, sections: frozenset[str]) -> tuple[Any, ...]:
+    """The eight record arrays of one case (`:case_id`), built once per dialect and set of
+    readable sections: building them is most of a read's SQL cost."""
+    case_id = bindparam("case_id", type_=Uuid)
+    columns = []
+    for model in _PARTS:
+        condition = model.case_id == case_id
+        if model in _IN_SECTIONS:
+            condition = and_(condition, col(model.section).in_(sections) if sections else false())
+        columns.append(json_array(model, condition, [_ORDER.get(model, model.id)], dialect))
+    return tuple(columns)
+
+
 async def load_parts(
-    session: AsyncSession, case_id: uuid.UUID, sections: frozenset[str]
+    session: AsyncSession,
+    case: CaseFile,
+    sections: frozenset[str],
+    rereferrals_for: Access | None = None,
 ) -> CaseParts:
-    by_case = lambda model: select(model).where(model.case_id == case_id)  # noqa: E731
+    """Every record of the case the actor may read, in one statement (ADR 0012); with
+    `rereferrals_for`, also the possible re-referrals within that access's own scope."""
+    dialect = session.bind.dialect.name
+    columns = list(_parts_columns(dialect, sections))
+    if rereferrals_for is not None:
+        same_person = and_(
+            CaseFile.blind_index == case.blind_index,
+            CaseFile.id != case.id,
+            rereferrals_for.filter(),
+        )
+        columns.append(
+            json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS)
+        )
+    found = (await session.exec(select(*columns), params={"case_id": case.id})).one()
+    screening, decisions, consents, plan, interventions, reviews, notes, assessments = found[:8]
     return CaseParts(
-        screening=(await session.exec(by_case(CaseScreening))).first(),
-        decisions=await _all(session, by_case(PanelDecision).order_by(PanelDecision.id)),
-        consents=await _all(session, by_case(CaseConsent).order_by(CaseConsent.id)),
-        plan=(await session.exec(by_case(SupportPlan))).first(),
-        interventions=await _all(session, by_case(Intervention).order_by(Intervention.id)),
-        reviews=await _all(session, by_case(CaseReview).order_by(CaseReview.due_on)),
-        notes=await notes_in(session, case_id, sections),
-        assessments=await assessments_in(session, case_id, sections),
+        screening=next(iter(records(CaseScreening, screening)), None),
+        decisions=records(PanelDecision, decisions),
+        consents=records(CaseConsent, consents),
+        plan=next(iter(records(SupportPlan, plan)), None),
+        interventions=records(Intervention, interventions),
+        reviews=records(CaseReview, reviews),
+        notes=records(CaseNote, notes),
+        assessments=records(CaseAssessment, assessments),
+        rereferrals=records(CaseFile, found[8]) if rereferrals_for is not None else None,
     )
 
 
@@ -136,22 +187,6 @@ async def assessments_in(session: AsyncSession, case_id: uuid.UUID, sections: fr
     )
 
 
-async def possible_rereferrals(
-    session: AsyncSession, access: Access, case: CaseFile
-) -> list[CaseFile]:
-    """Earlier or parallel referrals of the same person, within the actor's own scope."""
-    return await _all(
-        session,
-        select(CaseFile)
-        .where(
-            CaseFile.blind_index == case.blind_index,
-            CaseFile.id != case.id,
-            access.filter(),
-        )
-        .order_by(CaseFile.id),
-    )
-
-
 def overdue_count():
     today = date.today()
     return (
@@ -167,6 +202,29 @@ def overdue_count():
     )
 
 
+# What a list item shows, and nothing more: a page of 50 whole cases is 2,000 values to load.
+_LISTED = load_only(
+    *(
+        getattr(CaseFile, name)
+        for name in (
+            "id",
+            "state",
+            "urgency",
+            "primary_concern",
+            "subject_age_band",
+            "given_name_enc",
+            "family_name_enc",
+            "purged_at",
+            "submitted_at",
+            "closure_outcome",
+            "closed_at",
+            "version",
+        )
+    ),
+    raiseload=True,
+)
+
+
 async def list_cases(
     session: AsyncSession,
     access: Access,
@@ -178,7 +236,7 @@ async def list_cases(
     overdue_only: bool,
 ) -> tuple[list[tuple[CaseFile, int]], uuid.UUID | None]:
     overdue = overdue_count().label("overdue")
-    stmt = select(CaseFile, overdue).where(access.filter())
+    stmt = select(CaseFile, overdue).options(_LISTED).where(access.filter())
     if states:
         stmt = stmt.where(col(CaseFile.state).in_(states))
     if urgency:

@@ -69,13 +69,11 @@ async def _case(session, access: Access, case_id: uuid.UUID, request: Request) -
 async def _view(session, keys, access: Access, case: CaseFile) -> CaseView:
     if access.grant.view == "referrer":
         return views.referrer_view(keys.workflow, case)
-    parts = await repository.load_parts(session, case.id, access.readable_sections)
-    rereferrals = None
-    if access.grant.view == "coordinator":
-        rereferrals = await repository.possible_rereferrals(session, access, case)
-    return views.detail_view(
-        keys.ring, keys.workflow, case, parts, access.readable_sections, rereferrals
+    coordinator = access.grant.view == "coordinator"
+    parts = await repository.load_parts(
+        session, case, access.readable_sections, access if coordinator else None
     )
+    return views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
 def _audit(session, request: Request, action: str, ids: list, fields=()) -> None:

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy import Uuid, bindparam, exists
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -182,43 +183,38 @@ async def submit_referral(
 # --- the lifecycle ------------------------------------------------------------------------
 
 
-async def _exists(session: AsyncSession, stmt) -> bool:
-    return (await session.exec(stmt.limit(1))).first() is not None
+_CASE_ID = bindparam("case_id", type_=Uuid)
+# What the lifecycle's guards ask of a case, in one statement built once (ADR 0012).
+_FACTS = select(
+    select(PanelDecision.decision)
+    .where(PanelDecision.case_id == _CASE_ID)
+    .order_by(col(PanelDecision.id).desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("decision"),
+    exists()
+    .where(CaseConsent.case_id == _CASE_ID, col(CaseConsent.withdrawn_on).is_(None))
+    .label("consent"),
+    exists()
+    .where(Intervention.case_id == _CASE_ID, col(Intervention.status) != "stopped")
+    .label("intervention"),
+    exists().where(SupportPlan.case_id == _CASE_ID).label("plan"),
+    exists().where(CaseScreening.case_id == _CASE_ID).label("screening"),
+    exists().where(CaseAssessment.case_id == _CASE_ID).label("assessment"),
+)
 
 
 async def gather_facts(
     session: AsyncSession, keys: CaseKeys, case: CaseFile
 ) -> lifecycle.CaseFacts:
-    decision = (
-        await session.exec(
-            select(PanelDecision.decision)
-            .where(PanelDecision.case_id == case.id)
-            .order_by(col(PanelDecision.id).desc())
-            .limit(1)
-        )
-    ).first()
-    consent_valid = await _exists(
-        session,
-        select(CaseConsent.id).where(
-            CaseConsent.case_id == case.id, col(CaseConsent.withdrawn_on).is_(None)
-        ),
-    )
-    has_intervention = await _exists(
-        session,
-        select(Intervention.id).where(
-            Intervention.case_id == case.id, col(Intervention.status) != "stopped"
-        ),
-    ) and await _exists(session, select(SupportPlan.id).where(SupportPlan.case_id == case.id))
+    connection = await session.connection()
+    found = (await connection.execute(_FACTS, {"case_id": case.id})).one()
     return lifecycle.CaseFacts(
-        screening_recorded=await _exists(
-            session, select(CaseScreening.id).where(CaseScreening.case_id == case.id)
-        ),
-        assessment_recorded=await _exists(
-            session, select(CaseAssessment.id).where(CaseAssessment.case_id == case.id)
-        ),
-        panel_decision=decision,
-        consent_valid=consent_valid,
-        plan_has_intervention=has_intervention,
+        screening_recorded=bool(found.screening),
+        assessment_recorded=bool(found.assessment),
+        panel_decision=found.decision,
+        consent_valid=bool(found.consent),
+        plan_has_intervention=bool(found.intervention) and bool(found.plan),
         post_exit_reviews_recorded=await _post_exit_reviews_done(session, keys, case),
     )
 

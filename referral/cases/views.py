@@ -109,7 +109,6 @@ def detail_view(
     case: CaseFile,
     parts: CaseParts,
     readable_sections: frozenset[str],
-    rereferrals: list[CaseFile] | None,
 ) -> PanelCaseView:
     sections = {
         section: SectionOut(
@@ -189,6 +188,7 @@ def detail_view(
         sections=sections,
         version=case.version,
     )
+    rereferrals = parts.rereferrals
     if rereferrals is None:
         return PanelCaseView(**common)
     return CoordinatorCaseView(

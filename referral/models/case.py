@@ -68,11 +68,15 @@ class CaseFile(SQLModel, table=True):
         CheckConstraint(f"subject_gender IN ({sql_in(Gender)})", name="subject_gender"),
         CheckConstraint(f"subject_age_band IN ({sql_in(AgeBand)})", name="subject_age_band"),
         Index("ix_case_file_municipality_id_state", "municipality_id", "state"),
+        # The case list walks its scope in id order (keyset paging): these let it stop
+        # after a page instead of sorting the whole municipality.
+        Index("ix_case_file_municipality_id_id", "municipality_id", "id"),
+        Index("ix_case_file_referrer_user_id_id", "referrer_user_id", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
     municipality_id: uuid.UUID = Field(sa_column=_fk("municipality.id", index=False))
-    referrer_user_id: uuid.UUID = Field(sa_column=_fk("user_account.id"))
+    referrer_user_id: uuid.UUID = Field(sa_column=_fk("user_account.id", index=False))
     referrer_organisation_id: uuid.UUID = Field(sa_column=_fk("organisation.id", index=False))
     referrer_sector: str = Field(sa_type=String(32))
     primary_concern: str = Field(sa_type=String(32))

@@ -1,0 +1,98 @@
+"""A table's rows as one JSON array inside a bigger statement, and back to typed records.
+
+A case read needs eight record tables. One SELECT holding a JSON aggregate per table
+replaces eight round trips and eight ORM loads (ADR 0012). The records come back as plain
+read-only objects with the same attribute names and Python types as the table model, and
+its `__tablename__`, so views and `crypto.open_field` treat them like loaded rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import JSON, Column, TypeDecorator, func, literal_column, select, type_coerce
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.sql.elements import ColumnElement
+
+
+def json_array(
+    model: Any,
+    where: ColumnElement[bool],
+    order_by: Sequence[Any],
+    dialect: str,
+    columns: Sequence[str] | None = None,
+) -> ColumnElement[Any]:
+    """A scalar subquery: the matching rows of `model`, in order, as a JSON array (never
+    NULL). `columns` narrows the fields; the default is every column."""
+    table = model.__table__
+    chosen = [table.c[name] for name in columns] if columns else list(table.columns)
+    if dialect == "postgresql":
+        pairs = [part for c in chosen for part in (literal_column(f"'{c.name}'"), c)]
+        aggregate = func.json_agg(aggregate_order_by(func.json_build_object(*pairs), *order_by))
+        array = select(func.coalesce(aggregate, literal_column("'[]'::json"))).where(where)
+    else:
+        # SQLite: a JSON column is text until json() marks it; json_group_array keeps the
+        # order of the ordered subquery it reads.
+        pairs = [
+            part
+            for c in chosen
+            for part in (literal_column(f"'{c.name}'"), func.json(c) if _is_json(c) else c)
+        ]
+        rows = select(func.json_object(*pairs).label("record")).where(where).order_by(*order_by)
+        array = select(func.json_group_array(func.json(rows.subquery().c.record)))
+    return type_coerce(array.scalar_subquery(), JSON)
+
+
+def records(model: Any, array: list[dict[str, Any]] | None) -> list[Any]:
+    """The rows of one `json_array` as typed records of `model`."""
+    record_type, decoders = _record_type(model)
+    found = []
+    for raw in array or ():
+        for name, decode in decoders:
+            value = raw.get(name)
+            if value is not None:
+                raw[name] = decode(value)
+        found.append(record_type(**raw))
+    return found
+
+
+def _is_json(column: Column) -> bool:
+    return isinstance(column.type, JSON)
+
+
+def _utc(text: str) -> datetime:
+    # PostgreSQL writes "2026-11-21T09:30:00.1+00:00", SQLite "2026-11-21 09:30:00.100000".
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_DECODERS: dict[type, Callable[[Any], Any]] = {
+    uuid.UUID: lambda value: value if isinstance(value, uuid.UUID) else uuid.UUID(value),
+    datetime: _utc,
+    date: date.fromisoformat,
+    bool: bool,
+}
+
+
+@cache
+def _record_type(model: Any) -> tuple[type, list[tuple[str, Callable[[Any], Any]]]]:
+    decoders = []
+    for column in model.__table__.columns:
+        column_type = column.type
+        if isinstance(column_type, TypeDecorator):
+            column_type = column_type.impl_instance
+        try:
+            python_type = column_type.python_type
+        except NotImplementedError:
+            continue
+        if python_type in _DECODERS:
+            decoders.append((column.name, _DECODERS[python_type]))
+    record_type = type(
+        f"{model.__name__}Record", (SimpleNamespace,), {"__tablename__": model.__tablename__}
+    )
+    return record_type, decoders
