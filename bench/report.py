@@ -28,7 +28,8 @@ def _run_section(run: dict) -> list[str]:
         f"### {run['cases']:,} cases, {run['database']}, {run['workers']} worker(s), "
         f"{run['clients']} clients — {run['when']}",
         "",
-        f"Machine: {run['machine']}. Command: `{run['command']}`. "
+        f"Machine: {run['machine']}. Code: {run.get('commit', 'before commits were recorded')}. "
+        f"Command: `{run['command']}`. "
         f"{run['seconds_per_scenario']:g} s per scenario after a warm-up.",
         "",
         f"Ceiling (`GET /livez`, an `async def` returning a constant, same server): "

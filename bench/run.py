@@ -309,6 +309,7 @@ def main() -> None:
         "workers": args.workers,
         "clients": args.clients,
         "seconds_per_scenario": args.seconds,
+        "commit": _commit(),
         "command": "make bench"
         + (f" ARGS='--cases {args.cases}'" if args.cases != 100_000 else "")
         + (" REFERRAL_BENCH_DATABASE_URL=postgresql://…" if server_url else ""),
@@ -383,6 +384,16 @@ def main() -> None:
     RESULTS.write_text(json.dumps(history, indent=2) + "\n")
     (ROOT / "docs" / "benchmarks.md").write_text(render(history))
     print(f"wrote {RESULTS.relative_to(ROOT)} and docs/benchmarks.md")
+
+
+def _commit() -> str:
+    """The code measured: the commit, marked when the work tree differs from it."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    run = lambda *a: subprocess.run([git, *a], capture_output=True, text=True, cwd=ROOT)  # noqa: E731, S603  # nosec B603
+    head = run("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+    return head + ("+changes" if run("status", "--porcelain").stdout.strip() else "")
 
 
 def _memory_gib() -> int:
