@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy import Uuid, and_, bindparam, case, false, func, literal, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import load_only
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -102,7 +103,6 @@ async def _all(session: AsyncSession, stmt) -> list:
     return list((await session.exec(stmt)).all())
 
 
-_REREFERRAL_COLUMNS = ("id", "state", "submitted_at")
 _PARTS = (
     CaseScreening,
     PanelDecision,
@@ -117,10 +117,13 @@ _ORDER = {CaseReview: CaseReview.due_on}
 _IN_SECTIONS = (CaseNote, CaseAssessment)
 
 
+_REREFERRAL_COLUMNS = ("id", "state", "submitted_at")
+
+
 @cache
 def _parts_columns(dialect: str, sections: frozenset[str]) -> tuple[Any, ...]:
     """The eight record arrays of one case (`:case_id`), built once per dialect and set of
-    readable sections: building them is most of a read's SQL cost."""
+    readable sections: building them was most of a read's SQL cost."""
     case_id = bindparam("case_id", type_=Uuid)
     columns = []
     for model in _PARTS:
@@ -131,6 +134,12 @@ def _parts_columns(dialect: str, sections: frozenset[str]) -> tuple[Any, ...]:
     return tuple(columns)
 
 
+@cache
+def _parts_statement(dialect: str, sections: frozenset[str]) -> Any:
+    # reused as is, the statement keeps its cache key: no walk of it on each execution
+    return sa_select(*_parts_columns(dialect, sections))
+
+
 async def load_parts(
     session: AsyncSession,
     case: CaseFile,
@@ -139,18 +148,20 @@ async def load_parts(
 ) -> CaseParts:
     """Every record of the case the actor may read, in one statement (ADR 0012); with
     `rereferrals_for`, also the possible re-referrals within that access's own scope."""
-    dialect = session.bind.dialect.name
-    columns = list(_parts_columns(dialect, sections))
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    statement = _parts_statement(dialect, sections)
     if rereferrals_for is not None:
         same_person = and_(
             CaseFile.blind_index == case.blind_index,
             CaseFile.id != case.id,
             rereferrals_for.filter(),
         )
-        columns.append(
-            json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS)
+        statement = sa_select(
+            *_parts_columns(dialect, sections),
+            json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS),
         )
-    found = (await session.exec(select(*columns), params={"case_id": case.id})).one()
+    found = (await connection.execute(statement, {"case_id": case.id})).one()
     screening, decisions, consents, plan, interventions, reviews, notes, assessments = found[:8]
     return CaseParts(
         screening=next(iter(records(CaseScreening, screening)), None),
@@ -161,7 +172,7 @@ async def load_parts(
         reviews=records(CaseReview, reviews),
         notes=records(CaseNote, notes),
         assessments=records(CaseAssessment, assessments),
-        rereferrals=records(CaseFile, found[8]) if rereferrals_for is not None else None,
+        rereferrals=None if rereferrals_for is None else records(CaseFile, found[8]),
     )
 
 
