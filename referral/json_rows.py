@@ -61,6 +61,14 @@ def records(model: Any, array: list[dict[str, Any]] | None) -> list[Any]:
     return found
 
 
+def as_record(model: Any, values: dict[str, Any]) -> Any:
+    """Some columns of a row of `model`, already typed, as a read-only record: what a list
+    shows without the cost of an ORM object per row. Extra keys are left out."""
+    record_type, _ = _record_type(model)
+    columns = model.__table__.c
+    return record_type(**{name: value for name, value in values.items() if name in columns})
+
+
 def _is_json(column: Column) -> bool:
     return isinstance(column.type, JSON)
 
