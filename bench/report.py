@@ -119,6 +119,37 @@ def _scale_section(history: list[dict]) -> list[str]:
     return lines
 
 
+def _summary_section(runs: list[dict]) -> list[str]:
+    """Every run in one table, oldest first: how the ratios moved as the code changed."""
+    lines = [
+        "## Every run at a glance",
+        "",
+        "Throughput as a share of the same run's ceiling; targets in the header.",
+        "",
+        "| when | code | database | cases | "
+        + " | ".join(
+            f"{LABELS[name].split(',')[0]} ≥ {target:.0%}" for name, target in RATIO_TARGETS.items()
+        )
+        + " | verify events/s |",
+        "|---|---|---|---|" + "---|" * len(RATIO_TARGETS) + "---|",
+    ]
+    for run in runs:
+        by_name = {s["scenario"]: s for s in run["scenarios"]}
+        ratios = [
+            f"{by_name[name]['throughput_rps'] / run['ceiling_rps']:.1%}"
+            if name in by_name
+            else "—"
+            for name in RATIO_TARGETS
+        ]
+        lines.append(
+            f"| {run['when'][:16].replace('T', ' ')} | {run.get('commit', '—')} | "
+            f"{run['database']} | {run['cases']:,} | "
+            + " | ".join(ratios)
+            + f" | {run['verify']['events_per_second']:,} |"
+        )
+    return [*lines, ""]
+
+
 def render(history: list[dict]) -> str:
     runs = [r for r in history if "scenarios" in r]
     lines = [
@@ -135,9 +166,9 @@ def render(history: list[dict]) -> str:
         "intake (a new idempotent referral); transition (submitted → screening with",
         "If-Match); statistics query (a national table from the published snapshot).",
         "",
-        "## Runs, latest first",
-        "",
     ]
+    lines += _summary_section(runs)
+    lines += ["## Runs, latest first", ""]
     for run in reversed(runs):
         lines += _run_section(run)
     lines += _scale_section(history)
@@ -145,7 +176,8 @@ def render(history: list[dict]) -> str:
         "## Reading these figures",
         "",
         "- What limits each figure, and what would meet the missed targets:",
-        "  `docs/adr/0011-performance-measurement-and-limits.md`.",
+        "  `docs/adr/0011-performance-measurement-and-limits.md`; what was changed after the",
+        "  first runs, and why: `docs/adr/0012-hot-path-statements.md`.",
         "- The seeded cases carry their lifecycle and audit trail, but no sub-records (notes,",
         "  assessments, decisions, plans). An audited read of them still makes every statement;",
         "  the statements just return no rows. A read of a case rich in records also decrypts",

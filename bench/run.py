@@ -393,7 +393,11 @@ def _commit() -> str:
         return "unknown"
     run = lambda *a: subprocess.run([git, *a], capture_output=True, text=True, cwd=ROOT)  # noqa: E731, S603  # nosec B603
     head = run("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
-    return head + ("+changes" if run("status", "--porcelain").stdout.strip() else "")
+    # the results of earlier runs are not the code being measured
+    changed = run(
+        "status", "--porcelain", "--", ".", ":!bench/results.json", ":!docs/benchmarks.md"
+    )
+    return head + ("+changes" if changed.stdout.strip() else "")
 
 
 def _memory_gib() -> int:
