@@ -184,6 +184,9 @@ def render(history: list[dict]) -> str:
         "  and returns them, so it costs more.",
         "- The load driver, the server and PostgreSQL share the machine's two cores. The",
         "  ceiling is measured under the same conditions, so the ratios compare like with like.",
+        "- The machine is a shared virtual one: the ceiling moved between 5,600 and 8,700 req/s",
+        "  within one hour, and a ratio moves with it. Compare the req/s columns too; a run",
+        "  whose two ceiling measurements differ much was disturbed while it ran.",
         "",
     ]
     return "\n".join(lines)
