@@ -114,8 +114,6 @@ _PARTS = (
 )
 _ORDER = {CaseReview: CaseReview.due_on}
 _IN_SECTIONS = (CaseNote, CaseAssessment)
-
-
 _REREFERRAL_COLUMNS = ("id", "state", "submitted_at")
 
 
@@ -128,7 +126,7 @@ def _parts_columns(dialect: str, sections: frozenset[str]) -> tuple[Any, ...]:
     for model in _PARTS:
         condition = model.case_id == case_id
         if model in _IN_SECTIONS:
-            condition = and_(condition, col(model.section).in_(sections) if sections else false())
+            condition = and_(condition, in_readable_sections(model, sections))
         columns.append(json_array(model, condition, [_ORDER.get(model, model.id)], dialect))
     return tuple(columns)
 
@@ -175,25 +173,22 @@ async def load_parts(
     )
 
 
-async def notes_in(session: AsyncSession, case_id: uuid.UUID, sections: frozenset[str]):
+def in_readable_sections(model: Any, sections: frozenset[str]) -> Any:
+    """The one rule for sectioned records (notes, assessments): only the actor's sections."""
+    return col(model.section).in_(sections) if sections else false()
+
+
+async def sectioned_records(
+    session: AsyncSession, model: Any, case_id: uuid.UUID, sections: frozenset[str]
+) -> list:
+    """The notes or assessments of a case in the actor's readable sections, oldest first."""
     if not sections:
         return []
     return await _all(
         session,
-        select(CaseNote)
-        .where(CaseNote.case_id == case_id, col(CaseNote.section).in_(sections))
-        .order_by(CaseNote.id),
-    )
-
-
-async def assessments_in(session: AsyncSession, case_id: uuid.UUID, sections: frozenset[str]):
-    if not sections:
-        return []
-    return await _all(
-        session,
-        select(CaseAssessment)
-        .where(CaseAssessment.case_id == case_id, col(CaseAssessment.section).in_(sections))
-        .order_by(CaseAssessment.id),
+        select(model)
+        .where(model.case_id == case_id, in_readable_sections(model, sections))
+        .order_by(model.id),
     )
 
 

@@ -47,7 +47,7 @@ from referral.concurrency import expected_version, set_etag
 from referral.crypto import open_field
 from referral.db import SessionDep
 from referral.errors import Conflict
-from referral.models import CaseFile, CaseReview
+from referral.models import CaseAssessment, CaseFile, CaseNote, CaseReview
 from referral.models.enums import Urgency
 from referral.pagination import Page, PageParams, page_params
 from referral.routing import ProblemRoute
@@ -231,7 +231,7 @@ async def list_notes(
     access: _can("read_notes"),
 ) -> list[NoteOut]:
     case = await _case(session, access, case_id, request)
-    notes = await repository.notes_in(session, case.id, access.readable_sections)
+    notes = await repository.sectioned_records(session, CaseNote, case.id, access.readable_sections)
     _audit(session, request, "read_notes", [case.id, *(n.id for n in notes)])
     return [views.note_out(keys.ring, n) for n in notes]
 
@@ -301,7 +301,9 @@ async def list_assessments(
     access: _can("read_assessments"),
 ) -> list[AssessmentOut]:
     case = await _case(session, access, case_id, request)
-    rows = await repository.assessments_in(session, case.id, access.readable_sections)
+    rows = await repository.sectioned_records(
+        session, CaseAssessment, case.id, access.readable_sections
+    )
     _audit(session, request, "read_assessments", [case.id, *(a.id for a in rows)])
     return [views.assessment_out(keys.ring, a) for a in rows]
 
