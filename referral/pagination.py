@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
-from sqlalchemy import Select
+from sqlalchemy import Select, bindparam
 
 MAX_LIMIT = 100
 T = TypeVar("T")
@@ -18,7 +18,7 @@ class PageParams(BaseModel):
     cursor: uuid.UUID | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most 100")] = 50,
     cursor: Annotated[uuid.UUID | None, Query(description="next_cursor of the page before")] = None,
 ) -> PageParams:
@@ -31,9 +31,19 @@ class Page(BaseModel, Generic[T]):
 
 
 def keyset(stmt: Select[Any], id_column: Any, params: PageParams) -> Select[Any]:
-    if params.cursor is not None:
-        stmt = stmt.where(id_column > params.cursor)
-    return stmt.order_by(id_column).limit(params.limit + 1)
+    return prepared_keyset(stmt, id_column, params.cursor is not None).params(keyset_params(params))
+
+
+def prepared_keyset(stmt: Select[Any], id_column: Any, with_cursor: bool) -> Select[Any]:
+    """The page as `:cursor` and `:limit`, for a statement built once (run it with
+    `keyset_params`): one more row than the page, to know whether another follows."""
+    if with_cursor:
+        stmt = stmt.where(id_column > bindparam("cursor", required=True))
+    return stmt.order_by(id_column).limit(bindparam("limit", required=True))
+
+
+def keyset_params(params: PageParams) -> dict[str, Any]:
+    return {"cursor": params.cursor, "limit": params.limit + 1}
 
 
 def split_page(

@@ -7,9 +7,10 @@ resource spec. Routes use them through `authorize()` (see dependencies.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, true
+from sqlalchemy import and_, bindparam, false, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from referral.authz.actor import Actor
@@ -18,7 +19,16 @@ from referral.authz.resources import RESOURCES, ResourceSpec
 from referral.models import BreakGlassGrant, CaseFile
 from referral.models.base import utcnow
 
-__all__ = ["RESOURCES", "AccessPolicy", "Actor", "can", "can_type", "scope_filter"]
+__all__ = [
+    "RESOURCES",
+    "AccessPolicy",
+    "Actor",
+    "can",
+    "can_type",
+    "scope_filter",
+    "scope_params",
+    "scope_shape",
+]
 
 
 def can_type(policy: AccessPolicy, actor: Actor, action: str, resource: str) -> Grant | None:
@@ -52,20 +62,63 @@ def can(policy: AccessPolicy, actor: Actor, action: str, resource: str, obj: Any
     return grant is not None and _in_scope(grant, actor, resource, obj)
 
 
+@dataclass(frozen=True, slots=True)
+class _ScopeValues:
+    """What a scope condition compares with: the actor's own values, or bind parameters."""
+
+    user_id: Any
+    municipality_id: Any
+    now: Any
+
+
+# Required: a prepared statement executed without `scope_params(actor)` fails, never falls
+# back to some earlier actor's values.
+_BOUND = _ScopeValues(
+    user_id=bindparam("scope_user_id", required=True),
+    municipality_id=bindparam("scope_municipality_id", required=True),
+    now=bindparam("scope_now", required=True),
+)
+
+
+def scope_params(actor: Actor) -> dict[str, Any]:
+    """The values of a bound scope condition (`scope_filter(..., bound=True)`)."""
+    return {
+        "scope_user_id": actor.user_id,
+        "scope_municipality_id": actor.municipality_id,
+        "scope_now": utcnow(),
+    }
+
+
+def scope_shape(actor: Actor) -> tuple[str, str, bool]:
+    """What, besides the action, decides the form of the actor's bound scope condition:
+    two actors with the same shape share one prepared statement."""
+    return (actor.role, actor.agency, actor.municipality_id is None)
+
+
 def scope_filter(
-    policy: AccessPolicy, actor: Actor, action: str, resource: str, *, break_glass: bool = True
+    policy: AccessPolicy,
+    actor: Actor,
+    action: str,
+    resource: str,
+    *,
+    break_glass: bool = True,
+    bound: bool = False,
 ) -> ColumnElement[bool]:
     """The WHERE condition selecting exactly the objects `can()` would allow, plus, for case
-    reads, the cases the actor holds an unexpired break-glass grant for."""
+    reads, the cases the actor holds an unexpired break-glass grant for.
+
+    `bound=True` puts bind parameters where the actor's ids and the time go, so a statement
+    built with it can be prepared once per `scope_shape` and run with `scope_params`."""
     grant = can_type(policy, actor, action, resource)
     if grant is None:
         return false()
-    condition = _scope_condition(grant, actor, RESOURCES[resource])
+    values = _BOUND if bound else _ScopeValues(actor.user_id, actor.municipality_id, utcnow())
+    condition = _scope_condition(grant, actor, RESOURCES[resource], values)
     stage = grant.reached_state(actor.agency)
     if stage is not None:
         condition = and_(condition, getattr(RESOURCES[resource].model, f"{stage}_at").is_not(None))
     if break_glass and resource == "case" and _break_glass_opens(policy, grant, action):
-        condition = or_(condition, CaseFile.id.in_(_active_break_glass(actor)))
+        condition = or_(condition, CaseFile.id.in_(_active_break_glass(values)))
     return condition
 
 
@@ -73,19 +126,21 @@ def _break_glass_opens(policy: AccessPolicy, grant: Grant, action: str) -> bool:
     return "break_glass" in grant.actions and action in policy.break_glass.opens
 
 
-def _active_break_glass(actor: Actor):
+def _active_break_glass(values: _ScopeValues):
     return select(BreakGlassGrant.case_id).where(
-        BreakGlassGrant.user_id == actor.user_id, BreakGlassGrant.expires_at > utcnow()
+        BreakGlassGrant.user_id == values.user_id, BreakGlassGrant.expires_at > values.now
     )
 
 
-def _scope_condition(grant: Grant, actor: Actor, spec: ResourceSpec) -> ColumnElement[bool]:
+def _scope_condition(
+    grant: Grant, actor: Actor, spec: ResourceSpec, values: _ScopeValues
+) -> ColumnElement[bool]:
     if grant.scope is Scope.all:
         return true()
     if grant.scope is Scope.municipality:
         if actor.municipality_id is None or spec.municipality_attr is None:
             return false()
-        return getattr(spec.model, spec.municipality_attr) == actor.municipality_id
+        return getattr(spec.model, spec.municipality_attr) == values.municipality_id
     if spec.owner_attr is None:
         return false()
-    return getattr(spec.model, spec.owner_attr) == actor.user_id
+    return getattr(spec.model, spec.owner_attr) == values.user_id

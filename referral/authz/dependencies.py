@@ -7,6 +7,7 @@ the same rule (an object outside scope is 404, never 403: its existence is not d
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +29,27 @@ class Access:
     action: str
     grant: Grant
 
-    def filter(self) -> ColumnElement[bool]:
-        return authz.scope_filter(self.policy, self.actor, self.action, self.resource)
+    def filter(self, *, bound: bool = False) -> ColumnElement[bool]:
+        return authz.scope_filter(self.policy, self.actor, self.action, self.resource, bound=bound)
+
+    def prepared(self, name: str, build: Callable[[], Any], *variant: Hashable) -> Any:
+        """A statement built once per policy, `name` and scope shape, from bound scope
+        conditions (`filter(bound=True)`), with `variant` naming whatever else shapes it;
+        run it with `scope_params()`. Building and
+        hashing the condition anew was the largest cost of a case read (ADR 0012)."""
+        key = (name, self.resource, self.action, authz.scope_shape(self.actor), variant)
+        return self.policy.prepared(key, build)
+
+    def scope_params(self) -> dict[str, Any]:
+        return authz.scope_params(self.actor)
 
     def policy_filter(self, action: str) -> ColumnElement[bool]:
         """The scope of another action on the same resource, as the same actor."""
         return authz.scope_filter(self.policy, self.actor, action, self.resource)
 
-    def scope_without_break_glass(self) -> ColumnElement[bool]:
+    def scope_without_break_glass(self, *, bound: bool = False) -> ColumnElement[bool]:
         return authz.scope_filter(
-            self.policy, self.actor, self.action, self.resource, break_glass=False
+            self.policy, self.actor, self.action, self.resource, break_glass=False, bound=bound
         )
 
     @property

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from referral.authz.resources import RESOURCES
 from referral.models.enums import Agency, Role, Section
@@ -110,6 +111,15 @@ class AccessPolicy(_Frozen):
     sections: dict[Section, SectionRule]
     agency_sections: dict[Agency, Section]
     roles: dict[Role, RolePolicy]
+    # Statements prepared from this policy's scope conditions (Access.prepared): they live
+    # and die with the policy they were built from.
+    _prepared: dict[Hashable, Any] = PrivateAttr(default_factory=dict)
+
+    def prepared(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        statement = self._prepared.get(key)
+        if statement is None:
+            statement = self._prepared[key] = build()
+        return statement
 
     @model_validator(mode="after")
     def _complete_and_known(self) -> AccessPolicy:

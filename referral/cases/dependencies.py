@@ -1,4 +1,8 @@
-"""Request-level helpers for case routes: keys, Idempotency-Key, optional If-Match."""
+"""Request-level helpers for case routes: keys, Idempotency-Key, optional If-Match.
+
+All `async def`, although none awaits: FastAPI runs a plain `def` dependency in a worker
+thread, a hand-off that cost more than the dependency itself on every request (ADR 0012).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,14 @@ from referral.errors import BadRequest
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
-def case_keys(request: Request) -> CaseKeys:
+async def case_keys(request: Request) -> CaseKeys:
     return request.app.state.case_keys
 
 
 KeysDep = Annotated[CaseKeys, Depends(case_keys)]
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", description="8-128 characters; a retry reuses it"),
@@ -34,7 +38,7 @@ def idempotency_key(
     return key
 
 
-def optional_version(request: Request) -> int | None:
+async def optional_version(request: Request) -> int | None:
     """If-Match is optional on appends (nothing can be overwritten); checked when sent."""
     if request.headers.get("if-match") is None:
         return None

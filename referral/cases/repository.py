@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Uuid, and_, bindparam, case, false, func, literal, update
+from sqlalchemy import Date, Uuid, and_, bindparam, case, false, func, literal, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,7 +29,7 @@ from referral.models import (
     SupportPlan,
 )
 from referral.models.base import utcnow
-from referral.pagination import PageParams, keyset, split_page
+from referral.pagination import PageParams, keyset_params, prepared_keyset, split_page
 
 
 async def case_in_scope(
@@ -37,20 +37,23 @@ async def case_in_scope(
 ) -> CaseFile:
     """The case if the actor may act on it, else 404. A case reached only through a
     break-glass grant marks the request, so its audit events say so."""
-    in_own_scope = case(
-        (access.scope_without_break_glass(), literal(True)), else_=literal(False)
-    ).label("in_own_scope")
-    row = (
-        await session.exec(
-            select(CaseFile, in_own_scope).where(CaseFile.id == case_id, access.filter())
-        )
-    ).first()
+    statement = access.prepared("case_in_scope", lambda: _in_scope_statement(access))
+    params = {"case_id": case_id, **access.scope_params()}
+    row = (await session.exec(statement, params=params)).first()
     if row is None:
         raise NotFound("No such case.")
     found, own = row
     if not own and request is not None:
         request.state.audit_purpose = "break_glass"
     return found
+
+
+def _in_scope_statement(access: Access) -> Any:
+    own_scope = access.scope_without_break_glass(bound=True)
+    in_own_scope = case((own_scope, literal(True)), else_=literal(False)).label("in_own_scope")
+    return select(CaseFile, in_own_scope).where(
+        CaseFile.id == bindparam("case_id", type_=Uuid), access.filter(bound=True)
+    )
 
 
 async def part_of_case(session: AsyncSession, model: Any, part_id: uuid.UUID, case_id: uuid.UUID):
@@ -148,17 +151,16 @@ async def load_parts(
     connection = await session.connection()
     dialect = connection.dialect.name
     statement = _parts_statement(dialect, sections)
+    params: dict[str, Any] = {"case_id": case.id}
     if rereferrals_for is not None:
-        same_person = and_(
-            CaseFile.blind_index == case.blind_index,
-            CaseFile.id != case.id,
-            rereferrals_for.filter(),
+        statement = rereferrals_for.prepared(
+            "case_parts_with_rereferrals",
+            lambda: _with_rereferrals(rereferrals_for, dialect, sections),
+            dialect,
+            sections,
         )
-        statement = sa_select(
-            *_parts_columns(dialect, sections),
-            json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS),
-        )
-    found = (await connection.execute(statement, {"case_id": case.id})).one()
+        params |= {"blind_index": case.blind_index, **rereferrals_for.scope_params()}
+    found = (await connection.execute(statement, params)).one()
     screening, decisions, consents, plan, interventions, reviews, notes, assessments = found[:8]
     return CaseParts(
         screening=next(iter(records(CaseScreening, screening)), None),
@@ -170,6 +172,20 @@ async def load_parts(
         notes=records(CaseNote, notes),
         assessments=records(CaseAssessment, assessments),
         rereferrals=None if rereferrals_for is None else records(CaseFile, found[8]),
+    )
+
+
+def _with_rereferrals(access: Access, dialect: str, sections: frozenset[str]) -> Any:
+    """The record arrays plus the other cases of the same person (`:blind_index`) that the
+    access's own scope reaches."""
+    same_person = and_(
+        CaseFile.blind_index == bindparam("blind_index"),
+        CaseFile.id != bindparam("case_id", type_=Uuid),
+        access.filter(bound=True),
+    )
+    return sa_select(
+        *_parts_columns(dialect, sections),
+        json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS),
     )
 
 
@@ -192,8 +208,7 @@ async def sectioned_records(
     )
 
 
-def overdue_count():
-    today = date.today()
+def overdue_count(today: Any) -> Any:
     return (
         select(func.count())
         .select_from(CaseReview)
@@ -238,17 +253,35 @@ async def list_cases(
     municipality_id: uuid.UUID | None,
     overdue_only: bool,
 ) -> tuple[list[tuple[Any, int]], uuid.UUID | None]:
-    overdue = overdue_count().label("overdue")
-    stmt = sa_select(*_LISTED, overdue).where(access.filter())
-    if states:
-        stmt = stmt.where(col(CaseFile.state).in_(states))
-    if urgency:
-        stmt = stmt.where(CaseFile.urgency == urgency)
-    if municipality_id:
-        stmt = stmt.where(CaseFile.municipality_id == municipality_id)
-    if overdue_only:
-        stmt = stmt.where(overdue_count() > 0)
+    filters = {
+        "states": states or None,
+        "urgency": urgency,
+        "municipality_id": municipality_id,
+        "overdue_only": overdue_only or None,
+    }
+    used = frozenset(name for name, value in filters.items() if value is not None)
+    with_cursor = params.cursor is not None
+    statement = access.prepared(
+        "case_list", lambda: _list_statement(access, used, with_cursor), used, with_cursor
+    )
+    values = {**filters, **keyset_params(params), **access.scope_params(), "today": date.today()}
     connection = await session.connection()
-    found = (await connection.execute(keyset(stmt, CaseFile.id, params))).all()
+    found = (await connection.execute(statement, values)).all()
     rows = [(as_record(CaseFile, row._asdict()), row.overdue) for row in found]
     return split_page(rows, params, lambda row: row[0].id)
+
+
+def _list_statement(access: Access, filters: frozenset[str], with_cursor: bool) -> Any:
+    """A page of the cases in scope, with the filters named in `filters` as parameters."""
+    today = bindparam("today", type_=Date)
+    stmt = sa_select(*_LISTED, overdue_count(today).label("overdue"))
+    stmt = stmt.where(access.filter(bound=True))
+    if "states" in filters:
+        stmt = stmt.where(col(CaseFile.state).in_(bindparam("states", expanding=True)))
+    if "urgency" in filters:
+        stmt = stmt.where(CaseFile.urgency == bindparam("urgency"))
+    if "municipality_id" in filters:
+        stmt = stmt.where(CaseFile.municipality_id == bindparam("municipality_id"))
+    if "overdue_only" in filters:
+        stmt = stmt.where(overdue_count(today) > 0)
+    return prepared_keyset(stmt, CaseFile.id, with_cursor)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -90,7 +94,8 @@ async def own_area(session: AsyncSession, access: Access) -> str | None:
 
 async def answer(
     session: AsyncSession, access: Access, policy: ReportingPolicy, query: Query
-) -> tuple[StatsSnapshot, TableSpec, list[StatsCell]]:
+) -> tuple[Any, TableSpec, list[Any]]:
+    """The latest snapshot (its id and as_of) and the cells asked for, in one statement."""
     if query.measure not in policy.measures:
         raise NotFound(f"No such measure; there are {sorted(policy.measures)}.")
     table = resolve_table(policy, query)
@@ -100,16 +105,45 @@ async def answer(
         if query.geography != "municipality" or (area not in (None, limited_to)):
             raise Forbidden("You may see only your own municipality's statistics.")
         area = limited_to
-    snapshot = await latest_snapshot(session)
-    stmt = select(StatsCell).where(
-        StatsCell.snapshot_id == snapshot.id,
-        StatsCell.measure == query.measure,
-        StatsCell.table_key == table_key(table),
-        StatsCell.period == query.period,
-    )
-    if area is not None:
-        stmt = stmt.where(StatsCell.area == area)
-    cells = list((await session.exec(stmt.order_by(StatsCell.id))).all())
+    values = {
+        "measure": query.measure,
+        "table_key": table_key(table),
+        "period": query.period,
+        "area": area,
+    }
+    connection = await session.connection()
+    cells = (await connection.execute(_CELLS[area is not None], values)).all()
     if not cells:
+        await latest_snapshot(session)  # 404 if nothing is published at all
         raise NotFound("That period is not released in the latest snapshot, or no such area.")
+    snapshot = SimpleNamespace(id=cells[0].snapshot_id, as_of=cells[0].as_of)
     return snapshot, table, cells
+
+
+def _cells_statement(one_area: bool) -> Any:
+    latest = (
+        sa_select(StatsSnapshot.id).order_by(col(StatsSnapshot.id).desc()).limit(1)
+    ).scalar_subquery()
+    stmt = (
+        sa_select(
+            col(StatsSnapshot.id).label("snapshot_id"),
+            StatsSnapshot.as_of,
+            StatsCell.area,
+            StatsCell.categories,
+            StatsCell.value,
+        )
+        .join(StatsSnapshot, col(StatsSnapshot.id) == StatsCell.snapshot_id)
+        .where(
+            StatsCell.snapshot_id == latest,
+            StatsCell.measure == bindparam("measure"),
+            StatsCell.table_key == bindparam("table_key"),
+            StatsCell.period == bindparam("period"),
+        )
+    )
+    if one_area:
+        stmt = stmt.where(StatsCell.area == bindparam("area"))
+    return stmt.order_by(StatsCell.id)
+
+
+# Built once: every statistics query runs one of them (ADR 0012).
+_CELLS = {one_area: _cells_statement(one_area) for one_area in (False, True)}
