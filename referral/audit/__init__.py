@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.audit.chain import seal_pending, track
+from referral.audit.chain import pending_event, seal_pending, track
 from referral.authz.actor import Actor
-from referral.models import AuditEvent
 
 logger = logging.getLogger("referral.audit")
 
@@ -38,9 +38,9 @@ def build_event(
     status_code: int | None = None,
     actor: Actor | None = None,
     purpose: str | None = None,
-) -> AuditEvent:
+) -> SimpleNamespace:
     actor = actor or _actor_of(request)
-    return AuditEvent(
+    return pending_event(
         actor_user_id=actor.user_id if actor else None,
         actor_role=actor.role if actor else None,
         actor_organisation_id=actor.organisation_id if actor else None,

@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Date, Uuid, and_, bindparam, case, false, func, literal, update
+from sqlalchemy import Date, String, Uuid, and_, bindparam, case, false, func, literal, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -190,8 +190,13 @@ def _with_rereferrals(access: Access, dialect: str, sections: frozenset[str]) ->
 
 
 def in_readable_sections(model: Any, sections: frozenset[str]) -> Any:
-    """The one rule for sectioned records (notes, assessments): only the actor's sections."""
-    return col(model.section).in_(sections) if sections else false()
+    """The one rule for sectioned records (notes, assessments): only the actor's sections.
+
+    One bound value per section, not an expanding list: the statements that hold this are
+    built once per set of sections, and an expanding IN is re-rendered on every execution."""
+    if not sections:
+        return false()
+    return col(model.section).in_([literal(section, String) for section in sorted(sections)])
 
 
 async def sectioned_records(
