@@ -5,6 +5,8 @@ fails the request."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import uuid
 from datetime import UTC
@@ -299,3 +301,12 @@ def test_canonical_form_is_json_dumps_with_sorted_keys_byte_for_byte(
     }
     expected = json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
     assert chain.canonical(event) == expected
+    # the hash is the HMAC-SHA256 the design names, over prev_hash and exactly these bytes
+    key, prev = b"synthetic-audit-key-of-32-bytes!", "ab" * 32
+    mac = hmac.new(key, prev.encode() + expected, hashlib.sha256).hexdigest()
+    assert chain.compute_hash(key, prev, event) == mac
+    pending = chain.pending_event(
+        **event.model_dump(exclude={"seq", "occurred_at", "prev_hash", "hash"})
+    )
+    pending.seq, pending.occurred_at = event.seq, event.occurred_at
+    assert chain.compute_hash(key, prev, pending) == mac

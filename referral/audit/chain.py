@@ -9,7 +9,6 @@ chain cannot fork (ADR 0008).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import uuid
@@ -94,12 +93,13 @@ def canonical(event: AuditEvent) -> bytes:
     return _canonical([getattr(event, name) for name in _SORTED_FIELDS])
 
 
-def compute_hash(key: bytes, prev_hash: str, event: AuditEvent) -> str:
-    return hmac.new(key, prev_hash.encode() + canonical(event), hashlib.sha256).hexdigest()
+def compute_hash(key: bytes, prev_hash: str, event: Any) -> str:
+    return _values_hash(key, prev_hash, [getattr(event, name) for name in _SORTED_FIELDS])
 
 
 def _values_hash(key: bytes, prev_hash: str, values: Sequence[Any]) -> str:
-    return hmac.new(key, prev_hash.encode() + _canonical(values), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).hexdigest()
+    return hmac.digest(key, prev_hash.encode() + _canonical(values), "sha256").hex()
 
 
 def pending_event(**values: Any) -> SimpleNamespace:
@@ -191,24 +191,16 @@ _JSON_AT = tuple(_SORTED_FIELDS.index(name) for name in _JSON_COLUMNS)
 _SEQ, _PREV, _HASH = _SORTED_FIELDS.index("seq"), len(_SORTED_FIELDS), len(_SORTED_FIELDS) + 1
 
 
-async def _events(session: AsyncSession, batch: int) -> AsyncIterator[list[Any]]:
-    """The trail in order, each event a list: the chained fields in _SORTED_FIELDS order,
-    then prev_hash and hash. No ORM objects: verification reads tens of millions."""
+async def _batches(session: AsyncSession, batch: int) -> AsyncIterator[Sequence[Any]]:
+    """The trail in order, in batches of rows: the chained fields in _SORTED_FIELDS order
+    (the JSON columns as text), then prev_hash and hash. No ORM objects: verification reads
+    tens of millions."""
     connection = await session.connection()
     fetch = _fetch_driver if connection.dialect.name == "postgresql" else _fetch_core
-    after = -1
-    loads = json.loads
-    while True:
-        rows = await fetch(connection, after, batch)
-        if not rows:
-            return
-        for row in rows:
-            event = list(row)
-            for at in _JSON_AT:
-                if event[at] is not None:
-                    event[at] = loads(event[at])
-            yield event
-        after = rows[-1][_SEQ]
+    rows = await fetch(connection, -1, batch)
+    while rows:
+        yield rows
+        rows = await fetch(connection, rows[-1][_SEQ], batch)
 
 
 async def _fetch_core(connection: Any, after: int, batch: int) -> Sequence[Any]:
@@ -238,6 +230,56 @@ async def _fetch_driver(connection: Any, after: int, batch: int) -> Sequence[Any
     return await raw.driver_connection.fetch(_DRIVER_SQL, after, batch)
 
 
+@dataclass
+class _Walk:
+    prev: str = GENESIS
+    expected: int | None = None  # the next sequence number; None before the first sealed event
+    at_checkpoint: str | None = None
+
+
+def _walk_batch(
+    rows: Sequence[Any],
+    walk: _Walk,
+    result: Verification,
+    key: bytes,
+    checkpoint: Checkpoint | None,
+) -> bool:
+    """Check one batch in order, carrying the walk on; False (and `result` says why) at the
+    first event that does not hold. A plain loop: it runs once per event of the trail."""
+    prev, expected = walk.prev, walk.expected
+    loads = json.loads
+    checkpoint_seq = checkpoint.seq if checkpoint else None
+    for row in rows:
+        seq, sealed = row[_SEQ], row[_HASH]
+        if sealed is None and expected is None:
+            result.unchained += 1  # written before the chain existed
+            continue
+        if expected is None:
+            expected = seq
+        if seq != expected:
+            result.broken(expected, f"event {expected} is missing (the next is {seq})")
+            return False
+        if sealed is None:
+            result.broken(seq, "the event is not sealed into the chain")
+            return False
+        if row[_PREV] != prev:
+            result.broken(seq, "prev_hash does not match the event before it")
+            return False
+        values = list(row[:_PREV])
+        for at in _JSON_AT:
+            if values[at] is not None:
+                values[at] = loads(values[at])
+        if _values_hash(key, prev, values) != sealed:
+            result.broken(seq, "the contents do not match the hash")
+            return False
+        if seq == checkpoint_seq:
+            walk.at_checkpoint = sealed
+        prev, expected = sealed, seq + 1
+        result.checked += 1
+    walk.prev, walk.expected = prev, expected
+    return True
+
+
 async def count_events(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(AuditEvent))).one()
 
@@ -251,29 +293,17 @@ async def verify(
 ) -> Verification:
     """Walk the chain in order; name the first event that does not hold, and why."""
     result = Verification(ok=True)
-    prev, expected = GENESIS, None
-    at_checkpoint: str | None = None
-    async for event in _events(session, batch):
-        if progress:
-            progress(1)
-        seq, sealed = event[_SEQ], event[_HASH]
-        if sealed is None and expected is None:
-            result.unchained += 1  # written before the chain existed
-            continue
-        if expected is None:
-            expected = seq
-        if seq != expected:
-            return result.broken(expected, f"event {expected} is missing (the next is {seq})")
-        if sealed is None:
-            return result.broken(seq, "the event is not sealed into the chain")
-        if event[_PREV] != prev:
-            return result.broken(seq, "prev_hash does not match the event before it")
-        if _values_hash(key, prev, event[:_PREV]) != sealed:
-            return result.broken(seq, "the contents do not match the hash")
-        if checkpoint and seq == checkpoint.seq:
-            at_checkpoint = sealed
-        prev, expected = sealed, seq + 1
-        result.checked += 1
+    walk = _Walk()
+    batches = _batches(session, batch)
+    try:
+        async for rows in batches:
+            if progress:
+                progress(len(rows))
+            if not _walk_batch(rows, walk, result, key, checkpoint):
+                return result
+    finally:
+        await batches.aclose()
+    prev, expected, at_checkpoint = walk.prev, walk.expected, walk.at_checkpoint
     last = (expected - 1) if expected is not None else 0
     result.head_seq, result.head_hash = last, prev
     head = await session.get(AuditChainHead, 1)
