@@ -58,7 +58,7 @@ def _run_section(run: dict) -> list[str]:
         "",
         f"- Audit verification: {verify['events']:,} events in {verify['seconds']} s = "
         f"**{verify['events_per_second']:,} events/s** (target ≥ {VERIFY_TARGET:,}: "
-        f"{_mark(verify['events_per_second'] >= VERIFY_TARGET)}).",
+        f"{_mark(verify['events_per_second'] >= VERIFY_TARGET)})" + _verify_how(verify) + ".",
         f"- Snapshot build: **{run['snapshot']['seconds']} s** "
         f"({run['snapshot']['cells']:,} cells, {run['snapshot']['suppressed']:,} suppressed).",
         f"- Server worker memory after the run: peak {memory['peak_rss_mib']} MiB, now "
@@ -190,3 +190,12 @@ def render(history: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _verify_how(verify: dict) -> str:
+    if "rechecked" not in verify:
+        return ""
+    return (
+        f"; {verify['rechecked']:,} events checked again on their values after the "
+        "database's rendering missed (ADR 0013)"
+    )

@@ -98,6 +98,7 @@ async def prepare(settings: Settings, cases: int) -> dict:
                 "events": verification.checked,
                 "seconds": round(verify_seconds, 2),
                 "events_per_second": round(verification.checked / verify_seconds),
+                "rechecked": verification.rechecked,
             },
             "read_ids": [str(i) for i in read_ids],
             "transition_ids": [str(i) for i in transition_ids],

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from sqlmodel import select
 from referral.audit import chain
 from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
+from referral.models.base import utcnow
 from tests.case_world import make_town, new_case
 from tests.databases import ScratchDatabase, postgres_server_url
 from tests.helpers import cli_env, run_cli, scratch_app
@@ -56,8 +57,10 @@ async def _attack(database: ScratchDatabase, *statements: str) -> None:
 
 
 async def _verify(app, checkpoint: chain.Checkpoint | None = None) -> chain.Verification:
+    # batches of 5: the trail spans several, so the walk carries on across them, with the
+    # next batch in flight while an event is read again on its values
     async with app.state.sessionmaker() as session:
-        return await chain.verify(session, app.state.audit_key, checkpoint)
+        return await chain.verify(session, app.state.audit_key, checkpoint, batch=5)
 
 
 async def _head(app) -> chain.Checkpoint:
@@ -72,6 +75,55 @@ async def test_an_untouched_trail_verifies(trail):
     assert result.ok, result.reason
     assert result.checked == EVENTS
     assert result.head_seq == EVENTS
+    assert result.rechecked == 0  # on PostgreSQL, the database's rendering held throughout
+
+
+async def _seal_unusual_events(app) -> None:
+    """Events the database renders differently from the canonical form: non-ASCII text,
+    DEL, a timestamp on a whole second."""
+    async with app.state.sessionmaker() as session, session.begin():
+        for purpose, at in (
+            ("Überprüfung", utcnow()),
+            ("del\x7f", utcnow()),
+            ("whole-second", datetime(2026, 1, 1, tzinfo=UTC)),
+        ):
+            event = chain.pending_event(
+                actor_user_id=None,
+                actor_role=None,
+                actor_organisation_id=None,
+                actor_municipality_id=None,
+                action="test.unusual",
+                resource_type=None,
+                resource_ids=["ä"],
+                outcome="allowed",
+                status_code=None,
+                request_id=None,
+                client_address=None,
+                purpose=purpose,
+                fields=[],
+            )
+            event.occurred_at = at
+            chain.track(session, event)
+        await chain.seal_pending(session, app.state.audit_key)
+
+
+async def test_events_rendered_differently_are_checked_on_their_values(trail):
+    app, database, _ = trail
+    await _seal_unusual_events(app)
+    result = await _verify(app)
+    assert result.ok, result.reason
+    assert result.checked == EVENTS + 3
+    assert result.rechecked == (3 if database.is_postgres else 0)
+
+
+async def test_an_edit_to_an_event_rendered_differently_is_caught(trail):
+    app, database, _ = trail
+    await _seal_unusual_events(app)
+    edit = f"UPDATE audit_event SET purpose = 'Uberprufung' WHERE seq = {EVENTS + 1}"
+    await _attack(database, edit)
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, EVENTS + 1)
+    assert "contents" in result.reason
 
 
 async def test_a_field_edited(trail):
@@ -140,6 +192,22 @@ async def test_the_tail_truncated_without_rewinding_the_head(trail):
     await _attack(database, "DELETE FROM audit_event WHERE seq > 10")
     result = await _verify(app)
     assert (result.ok, result.first_broken) == (False, 11)
+
+
+async def test_a_row_deleted_early_in_the_trail(trail):
+    app, database, _ = trail
+    await _attack(database, "DELETE FROM audit_event WHERE seq = 5")
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 5)
+    assert result.reason == "event 5 is missing (the next is 6)"
+
+
+async def test_a_prev_hash_changed(trail):
+    app, database, _ = trail
+    await _attack(database, f"UPDATE audit_event SET prev_hash = '{'cd' * 32}' WHERE seq = 9")
+    result = await _verify(app)
+    assert (result.ok, result.first_broken) == (False, 9)
+    assert result.reason == "prev_hash does not match the event before it"
 
 
 async def test_cli_checkpoint_and_verify(trail, tmp_path):
@@ -250,7 +318,9 @@ async def test_every_event_in_the_shared_trail_is_chained(app):
 
 # --- the canonical form ---------------------------------------------------------------------
 
-_text = st.text(max_size=40)
+# any text, and ASCII alone (control characters and DEL included): the two paths of
+# chain._canonical, orjson's and json.dumps'
+_text = st.text(max_size=40) | st.text(st.characters(max_codepoint=127), max_size=40)
 _maybe_uuid = st.none() | st.uuids()
 
 
@@ -268,9 +338,9 @@ _maybe_uuid = st.none() | st.uuids()
 def test_canonical_form_is_json_dumps_with_sorted_keys_byte_for_byte(
     seq, occurred_at, actor, role, action, ids, status, fields, purpose
 ):
-    """The hand-written encoder (fast enough for tens of millions of events) writes what
+    """The canonical encoder (fast enough for tens of millions of events) writes what
     json.dumps(sort_keys=True, separators=(",", ":")) writes, for every value an event holds:
-    any text, including quotes, control characters and non-ASCII."""
+    any text, including quotes, control characters, DEL and non-ASCII."""
     event = AuditEvent(
         seq=seq,
         occurred_at=occurred_at,
