@@ -405,6 +405,8 @@ async def _walk_trail(
                 return False
     finally:
         await asyncio.wait([upcoming])  # never leave a statement running on the session
+        if not upcoming.cancelled():
+            upcoming.exception()  # a failed read ahead that was never needed is not an error
 
 
 async def _walk_rows(
