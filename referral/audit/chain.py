@@ -183,14 +183,14 @@ _EXACT_COLUMNS = [
         for name in _SORTED_FIELDS
     ),
 ]
-_JSON_AT = tuple(_CONTENT + _SORTED_FIELDS.index(name) for name in _JSON_COLUMNS)
+_JSON_AT = tuple(_SORTED_FIELDS.index(name) for name in _JSON_COLUMNS)
 
 
 def _exact_content(row: Sequence[Any]) -> bytes:
     values = list(row[_CONTENT:])
     for at in _JSON_AT:
-        if values[at - _CONTENT] is not None:
-            values[at - _CONTENT] = json.loads(values[at - _CONTENT])
+        if values[at] is not None:
+            values[at] = json.loads(values[at])
     return _canonical(values)
 
 
@@ -307,7 +307,7 @@ class _Walk:
 
 
 # What _walk_batch found, when it did not stop at a row to be checked on its exact values.
-HELD, BROKE = -1, -2
+_HELD, _BROKE = -1, -2
 
 
 def _walk_batch(
@@ -320,7 +320,7 @@ def _walk_batch(
     checkpoint: Checkpoint | None,
     rendered: bool = False,
 ) -> int:
-    """Check rows[start:] in order, carrying the walk on: HELD if they all hold; BROKE (and
+    """Check rows[start:] in order, carrying the walk on: _HELD if they all hold; _BROKE (and
     `result` says why) at the first event that does not; with `rendered` contents, the index
     of a row whose rendering failed its hash, to be checked again on its exact values (the
     walk stands just before it). A plain loop: it runs once per event of the trail."""
@@ -336,25 +336,25 @@ def _walk_batch(
             expected = seq
         if seq != expected:
             result.broken(expected, f"event {expected} is missing (the next is {seq})")
-            return BROKE
+            return _BROKE
         if sealed is None:
             result.broken(seq, NOT_SEALED)
-            return BROKE
+            return _BROKE
         if row[_PREV] != prev:
             result.broken(seq, "prev_hash does not match the event before it")
-            return BROKE
+            return _BROKE
         if _mac(key, prev, content(row)) != sealed:
             if rendered:
                 walk.prev, walk.expected = prev, expected
                 return index
             result.broken(seq, "the contents do not match the hash")
-            return BROKE
+            return _BROKE
         if seq == checkpoint_seq:
             walk.at_checkpoint = sealed
         prev, expected = sealed, seq + 1
         result.checked += 1
     walk.prev, walk.expected = prev, expected
-    return HELD
+    return _HELD
 
 
 async def count_events(session: AsyncSession) -> int:
@@ -430,10 +430,10 @@ async def _walk_rows(
         if not exact:
             result.broken(rows[stop][_SEQ], "the event was deleted during verification")
             return False
-        if _walk_batch(exact, 0, _exact_content, walk, result, key, checkpoint) == BROKE:
+        if _walk_batch(exact, 0, _exact_content, walk, result, key, checkpoint) == _BROKE:
             return False
         start = stop + 1
-    return stop != BROKE
+    return stop != _BROKE
 
 
 async def _finish(

@@ -35,8 +35,8 @@ class Access:
     def prepared(self, name: str, build: Callable[[], Any], *variant: Hashable) -> Any:
         """A statement built once per policy, `name` and scope shape, from bound scope
         conditions (`filter(bound=True)`), with `variant` naming whatever else shapes it;
-        run it with `scope_params()`. Building and
-        hashing the condition anew was the largest cost of a case read (ADR 0012)."""
+        run it with `scope_params()`. Building and hashing the condition anew was the
+        largest cost of a case read (ADR 0012)."""
         key = (name, self.resource, self.action, authz.scope_shape(self.actor), variant)
         return self.policy.prepared(key, build)
 

@@ -69,10 +69,13 @@ def resolve_table(policy: ReportingPolicy, query: Query) -> TableSpec:
     )
 
 
+def _latest(stmt: Any) -> Any:
+    """The one rule for "the latest publication": the newest snapshot id (UUIDv7)."""
+    return stmt.order_by(col(StatsSnapshot.id).desc()).limit(1)
+
+
 async def latest_snapshot(session: AsyncSession) -> StatsSnapshot:
-    snapshot = (
-        await session.exec(select(StatsSnapshot).order_by(col(StatsSnapshot.id).desc()).limit(1))
-    ).first()
+    snapshot = (await session.exec(_latest(select(StatsSnapshot)))).first()
     if snapshot is None:
         raise NotFound("No statistics have been published yet.")
     return snapshot
@@ -121,9 +124,7 @@ async def answer(
 
 
 def _cells_statement(one_area: bool) -> Any:
-    latest = (
-        sa_select(StatsSnapshot.id).order_by(col(StatsSnapshot.id).desc()).limit(1)
-    ).scalar_subquery()
+    latest = _latest(sa_select(StatsSnapshot.id)).scalar_subquery()
     stmt = (
         sa_select(
             col(StatsSnapshot.id).label("snapshot_id"),
