@@ -37,21 +37,41 @@ async def case_in_scope(
 ) -> CaseFile:
     """The case if the actor may act on it, else 404. A case reached only through a
     break-glass grant marks the request, so its audit events say so."""
-    statement = access.prepared("case_in_scope", lambda: _in_scope_statement(access))
-    params = {"case_id": case_id, **access.scope_params()}
-    row = (await session.exec(statement, params=params)).first()
+    statement = access.prepared("case_in_scope", lambda: _in_scope_statement(access, CaseFile))
+    row = (await session.exec(statement, params=_in_scope_params(access, case_id))).first()
+    return _found(row, request)[0]
+
+
+async def case_to_read(
+    session: AsyncSession, access: Access, case_id: uuid.UUID, request: Request
+) -> Any:
+    """`case_in_scope` for a route that only reads: the same statement and rule, the case
+    as a read-only record through Core instead of an ORM object (ADR 0012)."""
+    statement = access.prepared("case_to_read", lambda: _in_scope_statement(access, *_CASE_COLUMNS))
+    connection = await session.connection()
+    row = (await connection.execute(statement, _in_scope_params(access, case_id))).first()
+    return as_record(CaseFile, _found(row, request)._asdict())
+
+
+_CASE_COLUMNS = tuple(CaseFile.__table__.columns)
+
+
+def _in_scope_params(access: Access, case_id: uuid.UUID) -> dict[str, Any]:
+    return {"case_id": case_id, **access.scope_params()}
+
+
+def _found(row: Any, request: Request | None) -> Any:
     if row is None:
         raise NotFound("No such case.")
-    found, own = row
-    if not own and request is not None:
+    if not row.in_own_scope and request is not None:
         request.state.audit_purpose = "break_glass"
-    return found
+    return row
 
 
-def _in_scope_statement(access: Access) -> Any:
+def _in_scope_statement(access: Access, *columns: Any) -> Any:
     own_scope = access.scope_without_break_glass(bound=True)
     in_own_scope = case((own_scope, literal(True)), else_=literal(False)).label("in_own_scope")
-    return select(CaseFile, in_own_scope).where(
+    return sa_select(*columns, in_own_scope).where(
         CaseFile.id == bindparam("case_id", type_=Uuid), access.filter(bound=True)
     )
 

@@ -159,7 +159,7 @@ async def read_case(
     case_id: uuid.UUID,
     access: _can("read"),
 ) -> Any:
-    case = await _case(session, access, case_id, request)
+    case = await repository.case_to_read(session, access, case_id, request)
     view = await _view(session, keys, access, case)
     _audit(session, request, "read", [case.id], view.model_fields_set)
     set_etag(response, case.version)
