@@ -43,6 +43,7 @@ from bench.report import render
 from bench.seed import seed_cases
 from referral import migrate
 from referral.audit import chain
+from referral.audit.sealer import SEALER_OPTION
 from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
 from referral.db import create_engine, create_sessionmaker
 from referral.main import create_app
@@ -203,8 +204,10 @@ def captured_read_sql(settings: Settings, token: str, case_id: str) -> list[tupl
         app = create_app(settings)
         seen: list[tuple[str, tuple]] = []
 
-        def record(_conn, _cursor, statement, parameters, *_rest) -> None:
-            seen.append((statement, tuple(parameters or ())))
+        def record(_conn, _cursor, statement, parameters, context, _many) -> None:
+            # the sealer's round is shared by all requests waiting at the time (ADR 0014)
+            if not context.execution_options.get(SEALER_OPTION):
+                seen.append((statement, tuple(parameters or ())))
 
         event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=app)
@@ -234,25 +237,16 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def pgbench_script(statements: list[tuple[str, tuple]], chained: bool = True) -> str:
-    """One transaction per audited read; the chain head's seq flows into the INSERT.
+def pgbench_script(statements: list[tuple[str, tuple]]) -> str:
+    """One audited read's transaction, its parameters inlined.
 
-    Unchained: the same statements without the two on the chain's head row (the event
-    takes a random seq): what the database could do if the head-row lock were gone.
-    """
-    lines = ["BEGIN;"] if chained else ["\\set seq random(1000000000, 999999999999)", "BEGIN;"]
+    The sealer's round that chains its event is left out: one round serves every request
+    waiting at the time, on a connection of its own (ADR 0014)."""
+    lines = ["BEGIN;"]
     for statement, params in statements:
         sql = " ".join(statement.split())
         values = [_literal(v) for v in params]
-        if sql.startswith("INSERT INTO audit_event"):
-            values[0] = ":seq"  # the first column is seq, reserved by the UPDATE before it
-        elif sql.startswith("UPDATE audit_chain_head") and not chained:
-            continue
-        sql = re.sub(r"\$(\d+)", lambda m, v=values: v[int(m.group(1)) - 1], sql)
-        if sql.startswith("UPDATE audit_chain_head") and "RETURNING" in sql:
-            lines.append(f"{sql} \\gset")
-        else:
-            lines.append(f"{sql};")
+        lines.append(re.sub(r"\$(\d+)", lambda m, v=values: v[int(m.group(1)) - 1], sql) + ";")
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
@@ -366,11 +360,7 @@ def main() -> None:
             result["pgbench_audited_read"] = run_pgbench(
                 database.url, script, args.clients, args.seconds
             )
-            result["pgbench_audited_read_unchained"] = run_pgbench(
-                database.url, pgbench_script(statements, chained=False), args.clients, args.seconds
-            )
             print(json.dumps(result["pgbench_audited_read"]), flush=True)
-            print(json.dumps(result["pgbench_audited_read_unchained"]), flush=True)
     finally:
         if process is not None:
             process.terminate()

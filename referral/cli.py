@@ -73,6 +73,8 @@ def audit_verify(
     result = asyncio.run(_verify(_read_checkpoint(checkpoint), progress))
     if result.unchained:
         typer.echo(f"note: {result.unchained} events predate the chain and are not covered")
+    if result.staged:
+        typer.echo(f"note: {result.staged} events are committed and MAC'd, not yet chained")
     if result.ok:
         typer.echo(
             f"OK: {result.checked} events verified; head {result.head_seq} {result.head_hash}"

@@ -64,6 +64,8 @@ class Settings(DatabaseSettings):
     # well inside the 2 s in which an exhausted pool must answer 503 (issue 7), on a busy host
     database_pool_timeout_seconds: float = Field(default=1.0, gt=0)
     database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # how long a request waits for its audit events to be chained (ADR 0014)
+    audit_seal_wait_seconds: float = Field(default=2.0, gt=0)
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

@@ -19,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.audit.chain import seal_pending
+from referral.audit.chain import stage_pending
 from referral.config import Settings
 from referral.errors import ServiceUnavailable
 
@@ -66,8 +66,10 @@ def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with _sessionmaker(request)() as session, session.begin():
         yield session
-        # Fail closed: if the audit events cannot be chained, nothing commits.
-        await seal_pending(session, request.app.state.audit_key)
+        # Fail closed: the audit events commit with the change, or nothing commits.
+        staged = await stage_pending(session, request.app.state.audit_key)
+    if staged:  # answered once the events are in the chain (ADR 0014)
+        await request.app.state.sealer.sealed()
 
 
 # SQLSTATE class 08 is "connection exception" (asyncpg's lost connection is 08003);

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from referral import api, audit, migrate
+from referral.audit.sealer import Sealer
 from referral.auth import passwords
 from referral.authz.policy import load_access_policy
 from referral.cases.service import CaseKeys
@@ -49,10 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reporting_policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
     passwords.configure(settings.password_hash_concurrency)
     engine = create_engine(settings)
+    sealer = Sealer(engine, settings.audit_chain_key, settings.audit_seal_wait_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sealer.start()  # chains whatever an earlier process left staged
         yield
+        await sealer.finished()
         await engine.dispose()
 
     docs = settings.docs_enabled
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.sealer = sealer
     app.state.migration_head = migration_head(settings)
 
     install_error_handlers(app)

@@ -9,18 +9,21 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import select
 
 from referral.audit import chain
+from referral.audit.sealer import SEALER_OPTION
 from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
 from referral.models.base import utcnow
@@ -237,6 +240,26 @@ async def test_cli_checkpoint_and_verify(trail, tmp_path):
 # --- concurrency, append-only, fail closed --------------------------------------------------
 
 
+@contextmanager
+def _counting_rounds(app) -> Iterator[list[str]]:
+    """The sealer's rounds: each starts by locking the chain's head."""
+    rounds: list[str] = []
+
+    def record(_conn, _cursor, statement, _parameters, context, _many) -> None:
+        locks_the_head = (
+            statement.startswith("UPDATE audit_chain_head") and "RETURNING" in statement
+        )
+        if context.execution_options.get(SEALER_OPTION) and locks_the_head:
+            rounds.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield rounds
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 async def test_200_concurrent_audited_requests_chain_without_forking(settings, test_db, world):
     app = create_app(
         settings.model_copy(update={"database_pool_size": 25, "database_pool_timeout_seconds": 60})
@@ -247,15 +270,18 @@ async def test_200_concurrent_audited_requests_chain_without_forking(settings, t
             town = await make_town(client, world)
             case_id = await new_case(client, town.referrer)
             before = (await _head(app)).seq
-            responses = await asyncio.gather(
-                *[
-                    client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
-                    for _ in range(200)
-                ]
-            )
+            with _counting_rounds(app) as rounds:
+                responses = await asyncio.gather(
+                    *[
+                        client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
+                        for _ in range(200)
+                    ]
+                )
             assert [r.status_code for r in responses] == [200] * 200
             after = await _head(app)
             assert after.seq - before == 200
+            # the sealer chained them in groups: the head was locked less than once a request
+            assert 0 < len(rounds) < 200
             async with app.state.sessionmaker() as session:
                 reads = (
                     await session.exec(
@@ -292,10 +318,10 @@ async def test_a_failed_audit_write_fails_the_request_and_rolls_back(
     town = await make_town(client, world)
     case_id = await new_case(client, town.referrer)
 
-    async def broken_seal(session, key):
+    async def broken_stage(session, key):
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("referral.db.seal_pending", broken_seal)
+    monkeypatch.setattr("referral.db.stage_pending", broken_stage)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
         response = await failing.post(

@@ -220,12 +220,19 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
                 headers={**pair.referrer, "Idempotency-Key": uuid.uuid4().hex},
             )
             case_id = receipt.json()["id"]
-            # Hold the audit chain's head: the next audited read waits for it at commit.
+            # Hold the case's row: a note on it waits for the row, as every write to a case
+            # does (touch_case).
             transaction = blocker.transaction()
             await transaction.start()
-            await blocker.execute("SELECT * FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+            await blocker.execute(
+                "SELECT * FROM case_file WHERE id = $1 FOR UPDATE", uuid.UUID(case_id)
+            )
             slow = asyncio.create_task(
-                client.get(f"/api/v1/cases/{case_id}", headers=pair.coordinator)
+                client.post(
+                    f"/api/v1/cases/{case_id}/notes",
+                    json={"section": "general", "body": "Synthetic note written during SIGTERM."},
+                    headers=pair.coordinator,
+                )
             )
             await _until_waiting_on_a_lock(blocker, url.database)
             server.process.send_signal(signal.SIGTERM)
@@ -233,8 +240,8 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
             assert server.process.poll() is None, "exited with a request in flight"
             await transaction.rollback()
             response = await slow
-        assert response.status_code == 200
-        assert response.json()["id"] == case_id
+        assert response.status_code == 201, response.text
+        assert response.json()["body"] == "Synthetic note written during SIGTERM."
         exit_code = await asyncio.to_thread(server.process.wait, 20)
         # uvicorn shuts down gracefully, then re-raises the signal it caught, so that the
         # exit status says why it stopped; the log shows it finished rather than died.
@@ -257,4 +264,4 @@ async def _until_waiting_on_a_lock(connection: asyncpg.Connection, database: str
         if waiting:
             return
         await asyncio.sleep(0.1)
-    pytest.fail("the request never reached the audit chain's lock")
+    pytest.fail("the request never came to wait for a lock")

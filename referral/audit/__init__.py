@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.audit.chain import pending_event, seal_pending, track
+from referral.audit.chain import pending_event, stage_pending, track
 from referral.authz.actor import Actor
 
 logger = logging.getLogger("referral.audit")
@@ -81,7 +81,8 @@ async def record_denied(request: Request, status_code: int, reason: str) -> None
     try:
         async with request.app.state.sessionmaker() as session, session.begin():
             track(session, event)
-            await seal_pending(session, request.app.state.audit_key)
+            await stage_pending(session, request.app.state.audit_key)
     except Exception:
         logger.exception("could not write the audit event of a denied request")
         raise
+    await request.app.state.sealer.sealed()

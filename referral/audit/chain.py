@@ -1,10 +1,11 @@
-"""The hash chain over audit events: sealing at commit, verification, checkpoints.
+"""The hash chain over audit events: staging, sealing, verification, checkpoints.
 
 Each event's hash is HMAC-SHA256(audit key, prev_hash || canonical JSON of the event), with
-the audit key kept outside the database. Sealing happens in the committing transaction:
-one UPDATE of the single `audit_chain_head` row reserves contiguous sequence numbers and
-locks the head until commit, so concurrent writers are chained one after another and the
-chain cannot fork (ADR 0008).
+the audit key kept outside the database. Chaining always happens under a lock on the single
+`audit_chain_head` row: an UPDATE of it reserves contiguous sequence numbers and holds the
+head until commit, so chaining is serial and the chain cannot fork (ADR 0008). Requests
+stage their events and a sealer chains them in rounds (ADR 0014); offline jobs chain theirs
+at commit (`seal_pending`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.dialects.postgresql import asyncpg
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.models import AuditChainHead, AuditEvent
+from referral.models import AuditChainHead, AuditEvent, audit_staged
 from referral.models.base import utcnow
 
 GENESIS = "0" * 64
@@ -123,8 +124,8 @@ _STORED_NAMES = frozenset(_STORED)
 async def seal_pending(session: AsyncSession, key: bytes) -> int:
     """Chain this transaction's events onto the head. Call last, just before commit.
 
-    Three prepared Core statements, no ORM unit of work: this runs on every audited
-    request (ADR 0012)."""
+    For the offline jobs (CLI); requests stage theirs instead (ADR 0014). The head stays
+    locked until this transaction ends."""
     pending: list[Any] = session.info.pop(PENDING_KEY, [])
     if not pending:
         return 0
@@ -142,6 +143,95 @@ async def seal_pending(session: AsyncSession, key: bytes) -> int:
     return len(pending)
 
 
+# --- staged events and the sealer's round (ADR 0014) ----------------------------------------
+# A request no longer chains its events under the head row's lock. It writes them to
+# `audit_staged`, each with its own MAC, in the transaction of its change (fail closed), and
+# after commit waits for the sealer (referral.audit.sealer), whose one round chains every
+# staged event under the lock. Only the sealer's round holds the head, once for many requests.
+
+_STAGED = audit_staged
+_STAGED_CONTENT = tuple(c.name for c in _STAGED.columns if c.name not in ("id", "mac"))
+_STAGE = insert(_STAGED)
+_STAGED_BATCH = (
+    sa_select(_STAGED)
+    .where(_STAGED.c.id > bindparam("after"))
+    .order_by(_STAGED.c.id)
+    .limit(bindparam("size"))
+)
+_UNSTAGE = _STAGED.delete().where(_STAGED.c.id.in_(bindparam("ids", expanding=True)))
+_SET_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+# Chain links start with 64 hex digits; this prefix cannot, so a staged event's MAC can never
+# stand in for a link, nor a link for a staged MAC.
+_STAGED_DOMAIN = "staged:"
+
+
+def staged_mac(key: bytes, values: Any) -> str:
+    """The MAC of an event before it has a place in the chain: its canonical form with no
+    seq. `values` has the event's columns as attributes or as a mapping."""
+    get = values.get if isinstance(values, Mapping) else lambda name: getattr(values, name)
+    content = _canonical([None if name == "seq" else get(name) for name in _SORTED_FIELDS])
+    return _mac(key, _STAGED_DOMAIN, content)
+
+
+async def stage_pending(session: AsyncSession, key: bytes) -> int:
+    """Write this transaction's events to `audit_staged`, each with its MAC. Call last,
+    just before commit: they commit with the change they record, or neither does."""
+    pending: list[Any] = session.info.pop(PENDING_KEY, [])
+    if not pending:
+        return 0
+    rows = [
+        {name: getattr(event, name) for name in _STAGED_CONTENT} | {"mac": staged_mac(key, event)}
+        for event in pending
+    ]
+    connection = await session.connection()
+    await connection.execute(_STAGE, rows[0] if len(rows) == 1 else rows)
+    return len(rows)
+
+
+@dataclass
+class SealRound:
+    sealed: int = 0
+    refused: list[int] = field(default_factory=list)  # staged ids whose MAC does not hold
+
+
+async def seal_staged(connection: Any, key: bytes, batch: int = 2_000) -> SealRound:
+    """Chain every staged event, in staged order, onto the head, in the caller's transaction.
+
+    The head row is locked first (`seq + 0`), so rounds in several processes run one after
+    another and each sees what the one before it left. A staged row whose MAC does not hold
+    was not written by this application: it is left where it is, and verification fails
+    until someone looks at it."""
+    seq, prev = (await connection.execute(_RESERVE, {"count": 0})).one()
+    outcome, after = SealRound(), -1
+    while rows := (await connection.execute(_STAGED_BATCH, {"after": after, "size": batch})).all():
+        after = rows[-1].id
+        events, ids = [], []
+        for row in rows:
+            staged = row._mapping
+            if not hmac.compare_digest(staged_mac(key, staged), staged["mac"]):
+                outcome.refused.append(row.id)
+                continue
+            seq += 1
+            event = {name: staged[name] for name in _STAGED_CONTENT} | {"seq": seq}
+            event["prev_hash"] = prev
+            event["hash"] = prev = _mac(key, prev, _canonical([event[n] for n in _SORTED_FIELDS]))
+            events.append(event)
+            ids.append(row.id)
+        if events:
+            await connection.execute(_INSERT, events)
+            await connection.execute(_UNSTAGE, {"ids": ids})
+            outcome.sealed += len(events)
+        if len(rows) < batch:
+            break
+    if outcome.sealed:
+        await connection.execute(_SET_HEAD, {"head_seq": seq, "head_hash": prev})
+    return outcome
+
+
 @dataclass
 class Verification:
     ok: bool
@@ -149,6 +239,8 @@ class Verification:
     unchained: int = 0
     # events whose database rendering failed its hash, then checked on their exact values
     rechecked: int = 0
+    # committed events the sealer has not chained yet (ADR 0014); each MAC checked
+    staged: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS
     first_broken: int | None = None
@@ -373,7 +465,22 @@ async def verify(
     walk = _Walk()
     if await _walk_trail(session, key, checkpoint, batch, walk, result, progress):
         await _finish(session, result, walk, checkpoint)
+    await _check_staged(await session.connection(), key, result, batch)
     return result
+
+
+async def _check_staged(connection: Any, key: bytes, result: Verification, batch: int) -> None:
+    """Events committed but not yet chained hold only if each carries its MAC."""
+    after = -1
+    while rows := (await connection.execute(_STAGED_BATCH, {"after": after, "size": batch})).all():
+        after = rows[-1].id
+        for row in rows:
+            if not hmac.compare_digest(staged_mac(key, row._mapping), row.mac):
+                if result.ok:
+                    result.ok = False
+                    result.reason = f"staged event {row.id} does not carry the audit key's MAC"
+                return
+            result.staged += 1
 
 
 async def _walk_trail(

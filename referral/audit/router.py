@@ -92,6 +92,7 @@ async def search_events(
     "/verification", response_model=VerificationOut, summary="Verify the whole hash chain now"
 )
 async def verification(request: Request, session: SessionDep, access: _can("verify")) -> Any:
+    await request.app.state.sealer.sealed()  # anything left staged is chained first
     result = await chain.verify(session, request.app.state.audit_key)
     audit.record(
         session,
@@ -104,6 +105,7 @@ async def verification(request: Request, session: SessionDep, access: _can("veri
         ok=result.ok,
         checked=result.checked,
         unchained=result.unchained,
+        staged=result.staged,
         head_seq=result.head_seq,
         head_hash=result.head_hash,
         first_broken=result.first_broken,

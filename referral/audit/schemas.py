@@ -40,6 +40,7 @@ class VerificationOut(BaseModel):
     ok: bool
     checked: int
     unchained: int
+    staged: int
     head_seq: int
     head_hash: str
     first_broken: int | None

@@ -1,6 +1,6 @@
 """Every table model, imported here so Alembic and the app see one complete metadata."""
 
-from referral.models.audit import AuditChainHead, AuditEvent, BreakGlassGrant
+from referral.models.audit import AuditChainHead, AuditEvent, BreakGlassGrant, audit_staged
 from referral.models.auth import AuthSession, LoginThrottle, RefreshToken
 from referral.models.base import metadata
 from referral.models.case import (
@@ -45,5 +45,6 @@ __all__ = [
     "StatsSnapshot",
     "SupportPlan",
     "User",
+    "audit_staged",
     "metadata",
 ]

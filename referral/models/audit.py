@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     Uuid,
 )
@@ -52,6 +53,24 @@ class AuditEvent(SQLModel, table=True):
     # The chain: hash = HMAC-SHA256(audit key, prev_hash || canonical JSON of the row).
     prev_hash: str | None = Field(default=None, sa_type=String(64))
     hash: str | None = Field(default=None, sa_type=String(64))
+
+
+CHAIN_COLUMNS = ("seq", "prev_hash", "hash")
+
+# An event committed with its request but not yet in the chain (ADR 0014). It carries its own
+# MAC, so the sealer refuses a row written by anyone without the audit key. Rows are only
+# ever inserted and, once sealed into `audit_event`, deleted.
+audit_staged = Table(
+    "audit_staged",
+    SQLModel.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    *(
+        Column(column.name, column.type, nullable=column.nullable)
+        for column in AuditEvent.__table__.columns
+        if column.name not in CHAIN_COLUMNS
+    ),
+    Column("mac", String(64), nullable=False),
+)
 
 
 class AuditChainHead(SQLModel, table=True):

@@ -1,0 +1,85 @@
+"""Group commit for the audit chain (ADR 0014).
+
+A request commits its events to `audit_staged` with its change, then waits here. One round
+at a time chains every staged event under the head row's lock; the requests that arrived
+meanwhile are served by the next round together. The head is locked once per round instead
+of once per request, and never while a request's own transaction is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from referral.audit.chain import seal_staged
+
+logger = logging.getLogger("referral.audit")
+
+# What the capture of a request's statements (bench/run.py) leaves out: the round's
+# statements belong to many requests at once.
+SEALER_OPTION = "audit_sealer"
+_AFTER_A_FAILURE = 0.2  # seconds
+
+
+class Sealer:
+    def __init__(self, engine: AsyncEngine, key: bytes, wait_seconds: float) -> None:
+        self._engine = engine
+        self._key = key
+        self._wait_seconds = wait_seconds
+        self._waiting: list[asyncio.Future[None]] = []
+        self._rounds: asyncio.Task[None] | None = None
+
+    async def sealed(self) -> None:
+        """Return once every event committed before this call is chained.
+
+        If that takes longer than `wait_seconds` (the database is gone, or the head is held),
+        return anyway: the events are committed and MAC'd in `audit_staged`, and the next
+        round chains them. A request that changed data is never answered as failed after its
+        change committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        self.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self._wait_seconds)
+        except TimeoutError:
+            logger.warning("audit events are staged but not yet chained; a later round will")
+
+    def start(self) -> None:
+        """Run rounds until no one is waiting (also on startup, for events left staged)."""
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._run())
+
+    async def finished(self) -> None:
+        """Wait for a round in progress (at shutdown, before the engine goes)."""
+        if self._rounds is not None:
+            await asyncio.wait([self._rounds])
+
+    async def _run(self) -> None:
+        while True:
+            waiting, self._waiting = self._waiting, []
+            failed = not await self._round()
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)
+            if not self._waiting:
+                return
+            if failed:  # a database that just failed is not asked again at once
+                await asyncio.sleep(_AFTER_A_FAILURE)
+
+    async def _round(self) -> bool:
+        try:
+            async with self._engine.begin() as connection:
+                connection = await connection.execution_options(**{SEALER_OPTION: True})
+                outcome = await seal_staged(connection, self._key)
+        except Exception:
+            logger.exception("could not chain the staged audit events; they stay staged")
+            return False
+        if outcome.refused:
+            logger.error(
+                "staged audit events %s do not carry the audit key's MAC: written outside "
+                "the application; left in place for the auditor",
+                outcome.refused[:20],
+            )
+        return True

@@ -1,0 +1,135 @@
+"""Staged events and the sealer (ADR 0014): a request commits its events with its change and
+is answered once they are chained; what a failed round leaves staged is chained by the next;
+a staged row not written with the audit key is never chained and fails verification."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import select
+
+from referral.audit import chain
+from referral.models import AuditEvent, audit_staged
+from tests.databases import ScratchDatabase
+from tests.helpers import scratch_app
+
+EVENTS = 4
+
+
+@pytest.fixture
+async def trail(settings, tmp_path):
+    async with scratch_app(settings, tmp_path, "sealer") as (app, client, _, database):
+        for _ in range(EVENTS):
+            await _denied(client)
+        yield app, client, database
+
+
+async def _denied(client) -> None:
+    """An audited request: a denied one, written in its own transaction."""
+    assert (await client.get("/api/v1/auth/me")).status_code == 401
+
+
+async def _verify(app) -> chain.Verification:
+    async with app.state.sessionmaker() as session:
+        return await chain.verify(session, app.state.audit_key, batch=3)
+
+
+async def _staged_ids(app) -> list[int]:
+    async with app.state.engine.connect() as connection:
+        rows = await connection.execute(select(audit_staged.c.id).order_by(audit_staged.c.id))
+        return list(rows.scalars())
+
+
+async def _sql(database: ScratchDatabase, *statements: str) -> None:
+    """Someone with direct access to the database, the staged table's trigger off."""
+    engine = create_async_engine(database.url)
+    try:
+        async with engine.begin() as connection:
+            if database.is_postgres:
+                await connection.execute(text("ALTER TABLE audit_staged DISABLE TRIGGER USER"))
+            else:
+                await connection.execute(text("DROP TRIGGER audit_staged_no_update"))
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def failing_rounds(monkeypatch):
+    """Every sealer round fails, as if the database went away just after the commit."""
+
+    async def broken(connection, key, batch=2_000):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr("referral.audit.sealer.seal_staged", broken)
+    return monkeypatch
+
+
+async def test_a_request_is_answered_with_its_events_already_chained(trail):
+    app, client, _ = trail
+    await _denied(client)
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 1, 0), result.reason
+
+
+async def test_a_failed_round_leaves_the_events_staged_and_the_next_round_chains_them(
+    trail, failing_rounds
+):
+    app, client, _ = trail
+    await _denied(client)  # still answered as it should be: the event is committed
+    assert len(await _staged_ids(app)) == 1
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS, 1), result.reason
+
+    failing_rounds.undo()
+    await _denied(client)
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason
+
+
+async def test_a_staged_event_edited_before_it_is_chained_is_refused(trail, failing_rounds):
+    app, client, database = trail
+    await _denied(client)
+    (edited,) = await _staged_ids(app)
+    await _sql(database, f"UPDATE audit_staged SET action = 'auth.me' WHERE id = {edited}")
+    failing_rounds.undo()
+
+    await _denied(client)  # its round chains this request's event and refuses the edited one
+    assert await _staged_ids(app) == [edited]
+    result = await _verify(app)
+    assert not result.ok
+    assert result.checked == EVENTS + 1
+    assert f"staged event {edited}" in result.reason
+
+
+async def test_a_staged_event_written_without_the_key_is_never_chained(trail):
+    app, client, database = trail
+    forged = (
+        "INSERT INTO audit_staged (id, occurred_at, action, resource_ids, outcome, fields, mac) "
+        "VALUES (99, '2026-11-21 10:00:00+00:00', 'case.read', '[]', 'allowed', '[]', "
+        f"'{'0' * 64}')"
+    )
+    await _sql(database, forged)
+    await _denied(client)
+    assert await _staged_ids(app) == [99]
+    async with app.state.sessionmaker() as session:
+        chained = await session.scalar(select(func.count()).select_from(AuditEvent))
+    assert chained == EVENTS + 1
+    result = await _verify(app)
+    assert not result.ok
+    assert "staged event 99" in result.reason
+
+
+async def test_a_staged_event_cannot_be_changed_by_the_application_user(trail, failing_rounds):
+    app, client, _ = trail
+    await _denied(client)
+    async with app.state.engine.connect() as connection:
+        with pytest.raises(DBAPIError) as info:
+            await connection.execute(text("UPDATE audit_staged SET action = 'auth.me'"))
+        assert "never changed" in str(info.value)
+        await connection.rollback()
