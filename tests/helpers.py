@@ -6,13 +6,16 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from referral import migrate
+from referral.audit.sealer import SEALER_OPTION
 from referral.config import SECRET_FIELDS, Settings
 from referral.main import create_app
 from tests.databases import ScratchDatabase
@@ -60,3 +63,43 @@ async def scratch_app(settings: Settings, tmp_path: Path, label: str) -> AsyncIt
             await app.state.engine.dispose()
     finally:
         await asyncio.to_thread(database.drop)
+
+
+async def tamper(database: ScratchDatabase, table: str, *statements: str) -> None:
+    """Someone with direct access to the database: `table`'s triggers off, then the edits."""
+    engine = create_async_engine(database.url)
+    try:
+        async with engine.begin() as connection:
+            if database.is_postgres:
+                await connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+            else:
+                triggers = await connection.execute(
+                    text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"),
+                    {"t": table},
+                )
+                for (trigger,) in triggers.all():
+                    await connection.execute(text(f"DROP TRIGGER {trigger}"))
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
+    """The SQL statements requests send; with `rounds`, the sealer's go there (ADR 0014)."""
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, _parameters, context, _many) -> None:
+        if context.execution_options.get(SEALER_OPTION):
+            if rounds is not None:
+                rounds.append(statement)
+        else:
+            statements.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -7,13 +7,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import select
 
 from referral.audit import chain
 from referral.models import AuditEvent, audit_staged
-from tests.databases import ScratchDatabase
-from tests.helpers import scratch_app
+from tests.helpers import scratch_app, tamper
 
 EVENTS = 4
 
@@ -40,21 +38,6 @@ async def _staged_ids(app) -> list[int]:
     async with app.state.engine.connect() as connection:
         rows = await connection.execute(select(audit_staged.c.id).order_by(audit_staged.c.id))
         return list(rows.scalars())
-
-
-async def _sql(database: ScratchDatabase, *statements: str) -> None:
-    """Someone with direct access to the database, the staged table's trigger off."""
-    engine = create_async_engine(database.url)
-    try:
-        async with engine.begin() as connection:
-            if database.is_postgres:
-                await connection.execute(text("ALTER TABLE audit_staged DISABLE TRIGGER USER"))
-            else:
-                await connection.execute(text("DROP TRIGGER audit_staged_no_update"))
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
@@ -96,7 +79,9 @@ async def test_a_staged_event_edited_before_it_is_chained_is_refused(trail, fail
     app, client, database = trail
     await _denied(client)
     (edited,) = await _staged_ids(app)
-    await _sql(database, f"UPDATE audit_staged SET action = 'auth.me' WHERE id = {edited}")
+    await tamper(
+        database, "audit_staged", f"UPDATE audit_staged SET action = 'auth.me' WHERE id = {edited}"
+    )
     failing_rounds.undo()
 
     await _denied(client)  # its round chains this request's event and refuses the edited one
@@ -114,7 +99,7 @@ async def test_a_staged_event_written_without_the_key_is_never_chained(trail):
         "VALUES (99, '2026-11-21 10:00:00+00:00', 'case.read', '[]', 'allowed', '[]', "
         f"'{'0' * 64}')"
     )
-    await _sql(database, forged)
+    await tamper(database, "audit_staged", forged)
     await _denied(client)
     assert await _staged_ids(app) == [99]
     async with app.state.sessionmaker() as session:

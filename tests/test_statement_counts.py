@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 
-from referral.audit.sealer import SEALER_OPTION
 from referral.models.enums import Role
 from tests.case_world import make_town, new_case
 from tests.conftest import bearer, login
-
-
-@contextmanager
-def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
-    """The request's own statements; with `rounds`, the sealer's there (ADR 0014)."""
-    statements: list[str] = []
-
-    def record(_conn, _cursor, statement, _parameters, context, _many) -> None:
-        if context.execution_options.get(SEALER_OPTION):
-            if rounds is not None:
-                rounds.append(statement)
-        else:
-            statements.append(statement)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.helpers import counting
 
 
 async def _statements(
