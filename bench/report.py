@@ -74,10 +74,10 @@ def _run_section(run: dict) -> list[str]:
             f"- Database ceiling (pgbench, {pgbench['clients']} clients): the "
             f"{pgbench['statements']} statements of one audited read, captured from the app, "
             + (
-                ""
-                if "pgbench_audited_read_unchained" in run
-                else "without the sealer's "
-                "round that chains its event (shared by the requests waiting at the time), "
+                "without the sealer's round that chains its event (shared by the requests "
+                "waiting at the time), "
+                if pgbench.get("audit") == "staged"
+                else ""
             )
             + f"as one transaction run at **{pgbench['tps']:,.0f} tps** (average "
             f"{pgbench['latency_avg_ms']} ms). That is {pgbench['tps'] / ceiling:.1%} of the "
