@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -192,6 +192,18 @@ async def stage_pending(session: AsyncSession, key: bytes) -> int:
     return len(rows)
 
 
+async def _staged_batches(
+    connection: Any, key: bytes, batch: int
+) -> AsyncIterator[list[tuple[Any, bool]]]:
+    """The staged rows in staged order, a batch at a time, each with whether its MAC holds."""
+    after = -1
+    while rows := (await connection.execute(_STAGED_BATCH, {"after": after, "size": batch})).all():
+        after = rows[-1].id
+        yield [(row, hmac.compare_digest(staged_mac(key, row._mapping), row.mac)) for row in rows]
+        if len(rows) < batch:
+            return
+
+
 @dataclass
 class SealRound:
     sealed: int = 0
@@ -206,15 +218,14 @@ async def seal_staged(connection: Any, key: bytes, batch: int = 2_000) -> SealRo
     was not written by this application: it is left where it is, and verification fails
     until someone looks at it."""
     seq, prev = (await connection.execute(_RESERVE, {"count": 0})).one()
-    outcome, after = SealRound(), -1
-    while rows := (await connection.execute(_STAGED_BATCH, {"after": after, "size": batch})).all():
-        after = rows[-1].id
+    outcome = SealRound()
+    async for rows in _staged_batches(connection, key, batch):
         events, ids = [], []
-        for row in rows:
-            staged = row._mapping
-            if not hmac.compare_digest(staged_mac(key, staged), staged["mac"]):
+        for row, holds in rows:
+            if not holds:
                 outcome.refused.append(row.id)
                 continue
+            staged = row._mapping
             seq += 1
             event = {name: staged[name] for name in _STAGED_CONTENT} | {"seq": seq}
             event["prev_hash"] = prev
@@ -225,8 +236,6 @@ async def seal_staged(connection: Any, key: bytes, batch: int = 2_000) -> SealRo
             await connection.execute(_INSERT, events)
             await connection.execute(_UNSTAGE, {"ids": ids})
             outcome.sealed += len(events)
-        if len(rows) < batch:
-            break
     if outcome.sealed:
         await connection.execute(_SET_HEAD, {"head_seq": seq, "head_hash": prev})
     return outcome
@@ -471,11 +480,9 @@ async def verify(
 
 async def _check_staged(connection: Any, key: bytes, result: Verification, batch: int) -> None:
     """Events committed but not yet chained hold only if each carries its MAC."""
-    after = -1
-    while rows := (await connection.execute(_STAGED_BATCH, {"after": after, "size": batch})).all():
-        after = rows[-1].id
-        for row in rows:
-            if not hmac.compare_digest(staged_mac(key, row._mapping), row.mac):
+    async for rows in _staged_batches(connection, key, batch):
+        for row, holds in rows:
+            if not holds:
                 if result.ok:
                     result.ok = False
                     result.reason = f"staged event {row.id} does not carry the audit key's MAC"
