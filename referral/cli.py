@@ -158,6 +158,7 @@ async def _retention(apply: bool, as_of, show_progress: bool):
     from referral.models import AuditEvent
     from referral.retention.policy import load_retention_policy
     from referral.retention.service import due_for_purge, run_retention
+    from referral.retention.sweep import sweep
 
     settings = get_settings()
     policy = load_retention_policy(settings.policies_dir / "retention.yaml")
@@ -186,8 +187,20 @@ async def _retention(apply: bool, as_of, show_progress: bool):
                     )
             else:
                 due = await run_retention(session, policy, as_of, apply, audit_event)
+            swept = await sweep(session, as_of, settings.idempotency_replay_hours, apply)
+            for table, count in swept.by_table().items():
+                if apply and count:
+                    track(
+                        session,
+                        AuditEvent(
+                            action="retention.sweep",
+                            outcome="allowed",
+                            resource_type=table,
+                            purpose="retention",
+                        ),
+                    )
             await seal_pending(session, settings.audit_chain_key)
-            return due
+            return due, swept
     finally:
         await engine.dispose()
 
@@ -198,16 +211,21 @@ def retention_run(
     as_of: str = typer.Option("", help="Pretend today is this date (YYYY-MM-DD)"),
     progress: bool = typer.Option(True, help="Show a progress bar on standard error"),
 ) -> None:
-    """Purge identity, notes and free text of closed cases past their retention period."""
+    """Purge identity, notes and free text of closed cases past their retention period, and
+    delete expired sessions and idempotency records past their replay window."""
     from datetime import UTC, datetime
 
     moment = datetime.fromisoformat(as_of).replace(tzinfo=UTC) if as_of else datetime.now(UTC)
-    due = asyncio.run(_retention(apply, moment, progress))
+    due, swept = asyncio.run(_retention(apply, moment, progress))
     for item in due:
         typer.echo(
             f"{'purged' if apply else 'would purge'} case {item.case_id} "
             f"(closed {item.closed_at:%Y-%m-%d}, due {item.due_at:%Y-%m-%d})"
         )
+    typer.echo(
+        f"{swept.sessions} expired session(s) and {swept.replay_records} idempotency "
+        f"record(s) past their replay window {'deleted' if apply else 'due'}"
+    )
     typer.echo(f"{len(due)} case(s) {'purged' if apply else 'due; dry run, nothing changed'}")
 
 

@@ -78,6 +78,9 @@ class Settings(DatabaseSettings):
     jwt_audience: str = "referral-api"
     access_token_minutes: int = Field(default=15, ge=1, le=60)
     refresh_token_hours: int = Field(default=12, ge=1, le=24 * 14)
+    # How long a referral's Idempotency-Key replays its receipt; `retention run` deletes the
+    # record after that, and the same key then submits anew (referral.retention.sweep).
+    idempotency_replay_hours: int = Field(default=24, ge=1, le=24 * 30)
 
     login_max_failures: int = Field(default=5, ge=1)
     login_backoff_base_seconds: int = Field(default=30, ge=1)

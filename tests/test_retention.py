@@ -9,10 +9,18 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import select
 
-from referral.models import AuditEvent, CaseFile, StatsCell
+from referral.audit import chain
+from referral.models import (
+    AuditEvent,
+    AuthSession,
+    CaseFile,
+    IdempotencyRecord,
+    RefreshToken,
+    StatsCell,
+)
 from referral.models.base import utcnow
 from tests.case_world import (
     etag,
@@ -21,8 +29,9 @@ from tests.case_world import (
     new_case,
     referral_body,
     screen_and_assess,
+    submit,
 )
-from tests.conftest import World
+from tests.conftest import World, login
 from tests.helpers import cli_env, run_cli, scratch_app
 
 
@@ -134,6 +143,74 @@ async def test_retention_removes_exactly_what_the_policy_says(isolated):
     assert sorted(e.resource_ids[0] for e in purges) == sorted([due_short, due_long])
     again = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
     assert "0 case(s) purged" in again.stdout
+
+
+async def test_retention_deletes_expired_sessions_and_old_replay_records(isolated):
+    app, client, town, _, settings = isolated
+    leaving = town.other_referrer
+    second = await login(client, leaving.account)  # a second session, with a refresh token
+    fresh_key, old_key = uuid.uuid4().hex, uuid.uuid4().hex
+    fresh_body, old_body = referral_body(), referral_body()
+    fresh = await submit(client, town.referrer, fresh_body, key=fresh_key)
+    old = await submit(client, town.referrer, old_body, key=old_key)
+    assert fresh.status_code == old.status_code == 201
+    async with app.state.sessionmaker() as s, s.begin():
+        await s.exec(
+            update(AuthSession)
+            .where(AuthSession.user_id == leaving.id)
+            .values(expires_at=utcnow() - timedelta(minutes=1))
+        )
+        await s.exec(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == old_key)
+            .values(created_at=utcnow() - timedelta(hours=settings.idempotency_replay_hours + 1))
+        )
+
+    async def remaining() -> tuple[int, int, int]:
+        async with app.state.sessionmaker() as s:
+            counts = [
+                (await s.exec(select(func.count()).select_from(model))).one()
+                for model in (AuthSession, RefreshToken, IdempotencyRecord)
+            ]
+        return counts[0], counts[1], counts[2]
+
+    before = await remaining()
+    dry = await asyncio.to_thread(_cli, settings, "retention", "run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 expired session(s) and 1 idempotency record(s) past their replay window due" in (
+        dry.stdout
+    )
+    assert await remaining() == before  # a dry run changes nothing
+
+    applied = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "2 expired session(s) and 1 idempotency record(s) past their replay window deleted" in (
+        applied.stdout
+    )
+    sessions, refresh_tokens, replay_records = await remaining()
+    assert (sessions, replay_records) == (before[0] - 2, before[2] - 1)
+    assert refresh_tokens < before[1]  # the expired sessions' refresh tokens went with them
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+    assert (await client.get("/api/v1/cases", headers=town.referrer.headers)).status_code == 200
+    # inside the window the key still replays; past it, the same key is a new submission
+    again_fresh = await submit(client, town.referrer, fresh_body, key=fresh_key)
+    assert again_fresh.json()["id"] == fresh.json()["id"]
+    again_old = await submit(client, town.referrer, old_body, key=old_key)
+    assert again_old.status_code == 201
+    assert again_old.json()["id"] != old.json()["id"]
+
+    async with app.state.sessionmaker() as s:
+        sweeps = (
+            await s.exec(select(AuditEvent).where(AuditEvent.action == "retention.sweep"))
+        ).all()
+        assert (await chain.verify(s, app.state.audit_key)).ok
+    assert sorted(e.resource_type for e in sweeps) == ["auth_session", "idempotency_record"]
+    assert all(e.purpose == "retention" and e.outcome == "allowed" for e in sweeps)
+    quiet = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
+    assert "0 expired session(s) and 0 idempotency record(s)" in quiet.stdout
 
 
 async def test_legal_hold_blocks_erasure_until_lifted(isolated):

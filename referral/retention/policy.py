@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from referral.models import CaseFile
 from referral.policy_files import load_policy
+
+
+class Closable(Protocol):
+    """What the rule reads of a case: a CaseFile, or a row of just these columns."""
+
+    @property
+    def closed_at(self) -> datetime | None: ...
+
+    @property
+    def assessment_at(self) -> datetime | None: ...
 
 
 class _Frozen(BaseModel):
@@ -24,7 +34,7 @@ class RetentionPolicy(_Frozen):
     version: int
     closed_cases: ClosedCases
 
-    def purge_due(self, case: CaseFile) -> datetime | None:
+    def purge_due(self, case: Closable) -> datetime | None:
         """When the case's identity and text are due for purging (None while it is open)."""
         if case.closed_at is None:
             return None

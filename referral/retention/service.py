@@ -86,10 +86,11 @@ class Due:
 async def due_for_purge(
     session: AsyncSession, policy: RetentionPolicy, as_of: datetime
 ) -> list[Due]:
-    """Closed, not yet purged, not on legal hold, past their retention period."""
+    """Closed, not yet purged, not on legal hold, past their retention period. Only the
+    columns the rule reads are loaded: at a national scale, every closed case is a candidate."""
     candidates = (
         await session.exec(
-            select(CaseFile)
+            select(CaseFile.id, CaseFile.closed_at, CaseFile.assessment_at)
             .where(
                 col(CaseFile.closed_at).is_not(None),
                 col(CaseFile.purged_at).is_(None),
