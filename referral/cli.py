@@ -135,10 +135,14 @@ def stats_snapshot(
     from datetime import date
 
     from referral.stats.disclosure import GateFailure
+    from referral.stats.snapshot import FutureRelease
 
     day = date.fromisoformat(as_of) if as_of else date.today()
     try:
         snapshot = asyncio.run(_snapshot(day))
+    except FutureRelease as exc:
+        typer.echo(f"refused: {exc}; a snapshot releases only periods that have ended", err=True)
+        raise typer.Exit(2) from exc
     except GateFailure as exc:
         typer.echo(f"refused: the audit gate would not publish: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -9,7 +9,7 @@ import random
 import subprocess
 import sys
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -161,6 +161,20 @@ async def test_only_the_national_analyst_builds_snapshots(client, stats_world):
     town = stats_world["towns"][0]
     response = await client.post("/api/v1/stats/snapshots", headers=town.analyst.headers)
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("days_ahead", [1, 365 * 2000])
+async def test_a_snapshot_as_of_a_future_date_is_refused(app, client, stats_world, days_ahead):
+    async with app.state.sessionmaker() as s:
+        before = (await s.exec(select(func.count()).select_from(StatsSnapshot))).one()
+    as_of = (date.today() + timedelta(days=days_ahead)).isoformat()
+    response = await client.post(
+        "/api/v1/stats/snapshots", headers=stats_world["national"], params={"as_of": as_of}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "as_of"]
+    async with app.state.sessionmaker() as s:
+        assert (await s.exec(select(func.count()).select_from(StatsSnapshot))).one() == before
 
 
 @pytest.mark.parametrize(
@@ -331,6 +345,10 @@ def test_cli_snapshot(settings, test_db):
     result = run_cli(cli_env(settings, test_db.url), "stats", "snapshot")
     assert result.returncode == 0, result.stderr
     assert "cells" in result.stdout
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    future = run_cli(cli_env(settings, test_db.url), "stats", "snapshot", "--as-of", tomorrow)
+    assert future.returncode == 2
+    assert "in the future" in future.stderr
 
 
 def test_the_disclosure_core_imports_no_web_or_database_code():

@@ -11,12 +11,12 @@ from fastapi.responses import Response
 from referral import audit
 from referral.authz.dependencies import Access, authorize
 from referral.db import SessionDep
-from referral.errors import BadRequest, Conflict
+from referral.errors import BadRequest, Conflict, invalid_field, problem_responses
 from referral.routing import ProblemRoute
 from referral.stats import service
 from referral.stats.disclosure import GateFailure
 from referral.stats.policy import ReportingPolicy
-from referral.stats.snapshot import build_snapshot
+from referral.stats.snapshot import FutureRelease, build_snapshot
 
 router = APIRouter(prefix="/stats", tags=["statistics"], route_class=ProblemRoute)
 
@@ -29,7 +29,11 @@ def _policy(request: Request) -> ReportingPolicy:
     return request.app.state.reporting_policy
 
 
-@router.get("/catalogue", summary="What may be asked: measures, tables, released periods")
+@router.get(
+    "/catalogue",
+    summary="What may be asked: measures, tables, released periods",
+    responses=problem_responses(404),  # before the first snapshot is published
+)
 async def catalogue(request: Request, session: SessionDep, access: _can("catalogue")) -> dict:
     policy = _policy(request)
     snapshot = await service.latest_snapshot(session)
@@ -157,6 +161,10 @@ async def create_snapshot(
         snapshot = await build_snapshot(
             session, _policy(request), as_of or date.today(), access.actor.user_id
         )
+    except FutureRelease as exc:
+        raise invalid_field(
+            "as_of", "may not be in the future", where="query", kind="future_date"
+        ) from exc
     except GateFailure as exc:
         raise Conflict(f"The audit gate refused to publish: {exc}.") from exc
     audit.record(

@@ -86,10 +86,17 @@ def policy_digest(policy: ReportingPolicy) -> str:
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
 
 
+class FutureRelease(ValueError):
+    """A snapshot as of a future date would release periods that have not ended yet."""
+
+
 async def build_snapshot(
     session: AsyncSession, policy: ReportingPolicy, as_of: date, created_by: uuid.UUID | None
 ) -> StatsSnapshot:
-    """Raises disclosure.GateFailure (and stores nothing) if the family cannot be protected."""
+    """Raises disclosure.GateFailure (and stores nothing) if the family cannot be protected,
+    FutureRelease if `as_of` is after today."""
+    if as_of > date.today():
+        raise FutureRelease(f"as of {as_of} is in the future")
     municipalities = (await session.exec(select(Municipality.code, Municipality.region))).all()
     region_of = dict(municipalities)
     geos = {
