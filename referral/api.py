@@ -37,14 +37,16 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 
 def mount(app: FastAPI) -> None:
     api = APIRouter(prefix=API_PREFIX, route_class=ProblemRoute)
+    # A request is matched by trying routes in this order (no two paths overlap, so the order
+    # is free): the busiest first. Matching was about 5 % of an audited read's CPU.
     features = (
-        auth_router,
-        admin_router,
         cases_router,
-        panels_router,
-        audit_router,
         stats_router,
+        panels_router,
         retention_router,
+        auth_router,
+        audit_router,
+        admin_router,
     )
     for feature in features:
         api.include_router(feature)
