@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from referral import api, audit, migrate
 from referral.audit.sealer import Sealer
-from referral.auth import passwords
+from referral.auth import passwords, tokens
 from referral.authz.policy import load_access_policy
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.verified_tokens = tokens.VerifiedTokens(settings)
     app.state.access_policy = access_policy
     app.state.audit_key = settings.audit_chain_key
     app.state.reporting_policy = reporting_policy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -10,6 +11,7 @@ import uuid
 import pytest
 from jose import jwt
 
+from referral.auth import tokens as token_rules
 from referral.auth.tokens import REQUIRED_CLAIMS
 from referral.models.enums import Role
 from tests.conftest import bearer, login
@@ -210,3 +212,45 @@ async def test_token_after_role_change(client, signed_in, session_of):
     )
     assert response.status_code == 200, response.text
     await _assert_rejected(client, tokens["access_token"])
+
+
+# --- the worker's memory of verified access tokens (tokens.VerifiedTokens) ------------------
+
+
+async def test_a_token_seen_before_is_refused_once_it_expires(client, settings, session_of):
+    account, _, sid = session_of
+    token = _sign(settings, _claims(settings, account, sid, exp=int(time.time()) + 2))
+    accepted = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
+    assert accepted.status_code == 200, accepted.text  # now remembered as verified
+    await asyncio.sleep(3.1)
+    await _assert_rejected(client, token)
+
+
+def test_verified_tokens_remember_only_what_passed_and_only_so_many(settings, monkeypatch):
+    ids = {"subject": uuid.uuid4(), "session_id": uuid.uuid4()}
+    issued = [
+        token_rules.issue(settings, **ids, token_type=token_rules.ACCESS).token for _ in range(3)
+    ]
+    refresh = token_rules.issue(settings, **ids, token_type=token_rules.REFRESH).token
+    verified = token_rules.VerifiedTokens(settings, size=2)
+
+    first = verified.decode(issued[0])
+    with pytest.raises(token_rules.InvalidToken):
+        verified.decode(refresh)  # another type never passes, so is never remembered
+    tampered = issued[1][:-2] + ("AA" if not issued[1].endswith("AA") else "BB")
+    with pytest.raises(token_rules.InvalidToken):
+        verified.decode(tampered)
+
+    calls = []
+    real_decode = token_rules.decode
+    monkeypatch.setattr(
+        token_rules, "decode", lambda *a, **kw: calls.append(a[1]) or real_decode(*a, **kw)
+    )
+    assert verified.decode(issued[0]) == first
+    assert calls == []  # remembered: not checked again
+    verified.decode(issued[1])
+    verified.decode(issued[2])  # the third pushes out the least recently used
+    verified.decode(issued[0])
+    assert calls == [issued[1], issued[2], issued[0]]
+    with pytest.raises(token_rules.InvalidToken):
+        verified.decode(tampered)

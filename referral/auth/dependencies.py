@@ -50,7 +50,7 @@ async def current_actor(
     if not token:
         raise Unauthorized("A bearer token is required.")
     try:
-        claims = tokens.decode(request.app.state.settings, token, expected_type=tokens.ACCESS)
+        claims = request.app.state.verified_tokens.decode(token)
     except tokens.InvalidToken as exc:
         request.state.auth_failure = str(exc)
         raise Unauthorized("The token is not valid.") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,6 +106,34 @@ def decode(settings: Settings, token: str, *, expected_type: str) -> TokenClaims
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise InvalidToken("malformed identifiers") from exc
+
+
+class VerifiedTokens:
+    """Access tokens this worker has verified, served from memory until they expire.
+
+    Verification is a pure function of the token, the key and the clock, so a token that
+    passed once passes again until its `exp`; only that is rechecked on a hit. Only tokens
+    that passed in full are kept, at most `size` of them (the least recently used go first),
+    so forged or garbage tokens always take the full path and cannot fill it. Revocation is
+    unaffected: the session is looked up on every request (auth/dependencies.py)."""
+
+    def __init__(self, settings: Settings, size: int = 4096) -> None:
+        self._settings = settings
+        self._size = size
+        self._seen: OrderedDict[str, TokenClaims] = OrderedDict()
+
+    def decode(self, token: str) -> TokenClaims:
+        claims = self._seen.get(token)
+        if claims is not None:
+            if utcnow() < claims.expires_at:
+                self._seen.move_to_end(token)
+                return claims
+            del self._seen[token]  # and the full check below says why it is refused
+        claims = decode(self._settings, token, expected_type=ACCESS)
+        self._seen[token] = claims
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return claims
 
 
 def fingerprint(token: str) -> str:
