@@ -28,13 +28,16 @@ def json_array(
     columns: Sequence[str] | None = None,
 ) -> ColumnElement[Any]:
     """A scalar subquery: the matching rows of `model`, in order, as a JSON array (never
-    NULL). `columns` narrows the fields; the default is every column."""
+    NULL). `columns` narrows the fields; the default is every column. Bound values choose
+    the rows, never the enclosing statement's: the subquery is not correlated, so it can
+    read the table the enclosing statement reads (a case's possible re-referrals)."""
     table = model.__table__
     chosen = [table.c[name] for name in columns] if columns else list(table.columns)
     if dialect == "postgresql":
         pairs = [part for c in chosen for part in (literal_column(f"'{c.name}'"), c)]
         aggregate = func.json_agg(aggregate_order_by(func.json_build_object(*pairs), *order_by))
         array = select(func.coalesce(aggregate, literal_column("'[]'::json"))).where(where)
+        array = array.correlate(None)
     else:
         # SQLite: a JSON column is text until json() marks it; json_group_array keeps the
         # order of the ordered subquery it reads.
@@ -44,7 +47,9 @@ def json_array(
             for part in (literal_column(f"'{c.name}'"), func.json(c) if _is_json(c) else c)
         ]
         rows = select(func.json_object(*pairs).label("record")).where(where).order_by(*order_by)
+        rows = rows.correlate(None)
         array = select(func.json_group_array(func.json(rows.subquery().c.record)))
+        array = array.correlate(None)
     return type_coerce(array.scalar_subquery(), JSON)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -175,12 +176,51 @@ async def load_parts(
     if rereferrals_for is not None:
         statement = rereferrals_for.prepared(
             "case_parts_with_rereferrals",
-            lambda: _with_rereferrals(rereferrals_for, dialect, sections),
+            lambda: sa_select(
+                *_parts_columns(dialect, sections), _rereferrals(rereferrals_for, dialect)
+            ),
             dialect,
             sections,
         )
-        params |= {"blind_index": case.blind_index, **rereferrals_for.scope_params()}
+        params |= rereferrals_for.scope_params()
     found = (await connection.execute(statement, params)).one()
+    return _parts(found, rereferrals_for is not None)
+
+
+async def case_with_parts(
+    session: AsyncSession,
+    access: Access,
+    case_id: uuid.UUID,
+    request: Request,
+    rereferrals: bool,
+) -> tuple[Any, CaseParts]:
+    """`case_to_read` and `load_parts` in one statement: the case under the access rule,
+    as a read-only record, with every record of it the actor may read (and, with
+    `rereferrals`, its possible re-referrals). One round trip where a read made two."""
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    sections = access.readable_sections
+
+    def build() -> Any:
+        columns = _parts_columns(dialect, sections)
+        if rereferrals:
+            columns = (*columns, _rereferrals(access, dialect))
+        return _in_scope_statement(access, *_CASE_COLUMNS, *columns)
+
+    statement = access.prepared("case_with_parts", build, dialect, sections, rereferrals)
+    row = _found(
+        (await connection.execute(statement, _in_scope_params(access, case_id))).first(), request
+    )
+    width = len(_CASE_COLUMNS)
+    case = as_record(CaseFile, dict(zip(_CASE_NAMES, row[:width], strict=True)))
+    return case, _parts(row[width:], rereferrals)
+
+
+_CASE_NAMES = tuple(column.name for column in _CASE_COLUMNS)
+
+
+def _parts(found: Sequence[Any], rereferrals: bool) -> CaseParts:
+    """The record arrays of `_parts_columns` (then the re-referrals, if asked) as records."""
     screening, decisions, consents, plan, interventions, reviews, notes, assessments = found[:8]
     return CaseParts(
         screening=next(iter(records(CaseScreening, screening)), None),
@@ -191,22 +231,25 @@ async def load_parts(
         reviews=records(CaseReview, reviews),
         notes=records(CaseNote, notes),
         assessments=records(CaseAssessment, assessments),
-        rereferrals=None if rereferrals_for is None else records(CaseFile, found[8]),
+        rereferrals=records(CaseFile, found[8]) if rereferrals else None,
     )
 
 
-def _with_rereferrals(access: Access, dialect: str, sections: frozenset[str]) -> Any:
-    """The record arrays plus the other cases of the same person (`:blind_index`) that the
-    access's own scope reaches."""
+def _rereferrals(access: Access, dialect: str) -> Any:
+    """The other cases of the same person as case `:case_id` (same blind index) that the
+    access's own scope reaches, as a JSON array."""
+    blind_index = (
+        sa_select(CaseFile.blind_index)
+        .where(CaseFile.id == bindparam("case_id", type_=Uuid))
+        .correlate(None)
+        .scalar_subquery()
+    )
     same_person = and_(
-        CaseFile.blind_index == bindparam("blind_index"),
+        CaseFile.blind_index == blind_index,
         CaseFile.id != bindparam("case_id", type_=Uuid),
         access.filter(bound=True),
     )
-    return sa_select(
-        *_parts_columns(dialect, sections),
-        json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS),
-    )
+    return json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS)
 
 
 def in_readable_sections(model: Any, sections: frozenset[str]) -> Any:

@@ -76,6 +76,18 @@ async def _view(session, keys, access: Access, case: CaseFile) -> CaseView:
     return views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
+async def _read(session, keys, access: Access, case_id: uuid.UUID, request: Request):
+    """The case and its view for a route that only reads: a referrer's view needs the case
+    alone; every other view gets the case and its records in one statement."""
+    if access.grant.view == "referrer":
+        case = await repository.case_to_read(session, access, case_id, request)
+        return case, await _view(session, keys, access, case)
+    coordinator = access.grant.view == "coordinator"
+    case, parts = await repository.case_with_parts(session, access, case_id, request, coordinator)
+    view = views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
+    return case, view
+
+
 def _audit(session, request: Request, action: str, ids: list, fields=()) -> None:
     audit.record(
         session,
@@ -159,8 +171,7 @@ async def read_case(
     case_id: uuid.UUID,
     access: _can("read"),
 ) -> Any:
-    case = await repository.case_to_read(session, access, case_id, request)
-    view = await _view(session, keys, access, case)
+    case, view = await _read(session, keys, access, case_id, request)
     _audit(session, request, "read", [case.id], view.model_fields_set)
     set_etag(response, case.version)
     return view
