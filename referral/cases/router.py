@@ -157,9 +157,14 @@ async def list_cases(
     _audit(session, request, "list", [case.id for case, _ in rows])
     if access.grant.view == "referrer":
         items = [views.referrer_view(keys.workflow, case) for case, _ in rows]
+        page: Page[Any] = Page[ReferrerCaseView](items=items, next_cursor=cursor)
     else:
         items = [views.list_item(keys.ring, case, overdue) for case, overdue in rows]
-    return {"items": items, "next_cursor": cursor}
+        page = Page[CaseListItem](items=items, next_cursor=cursor)
+    # The page is already of the one type it must be, so it is sent as it is. FastAPI's
+    # response check would try every item against each page type of the union, from
+    # attributes: 0.4 ms a page, about a tenth of a list's CPU.
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/cases/{case_id}", response_model=CaseView, summary="A case, as your role sees it")
