@@ -181,6 +181,9 @@ async def test_retention_deletes_expired_sessions_and_old_replay_records(isolate
         dry.stdout
     )
     assert await remaining() == before  # a dry run changes nothing
+    later = (date.today() + timedelta(days=400)).isoformat()
+    pretended = await asyncio.to_thread(_cli, settings, "retention", "run", "--as-of", later)
+    assert "2 expired session(s) and 1 idempotency record(s)" in pretended.stdout  # not more
 
     applied = await asyncio.to_thread(_cli, settings, "retention", "run", "--apply")
     assert applied.returncode == 0, applied.stderr

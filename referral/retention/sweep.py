@@ -20,6 +20,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.models import AuthSession, IdempotencyRecord
+from referral.models.base import utcnow
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,13 @@ def _conditions(as_of: datetime, replay_hours: int) -> tuple:
 
 
 async def sweep(session: AsyncSession, as_of: datetime, replay_hours: int, apply: bool) -> Sweep:
-    """Count what is past its use; with `apply`, delete it in the caller's transaction."""
+    """Count what is past its use; with `apply`, delete it in the caller's transaction.
+
+    A pretended date (`retention run --as-of`) later than now changes nothing here: whether a
+    session has expired is a fact of the clock, and sweeping ahead of it would sign people
+    out and let a retried referral in twice."""
     counts = []
-    for model, past_use in _conditions(as_of, replay_hours):
+    for model, past_use in _conditions(min(as_of, utcnow()), replay_hours):
         table = model.__table__
         if apply:
             counts.append((await session.exec(delete(table).where(past_use))).rowcount)
