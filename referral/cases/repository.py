@@ -55,6 +55,7 @@ async def case_to_read(
 
 
 _CASE_COLUMNS = tuple(CaseFile.__table__.columns)
+_CASE_NAMES = tuple(column.name for column in _CASE_COLUMNS)
 
 
 def _in_scope_params(access: Access, case_id: uuid.UUID) -> dict[str, Any]:
@@ -214,9 +215,6 @@ async def case_with_parts(
     width = len(_CASE_COLUMNS)
     case = as_record(CaseFile, dict(zip(_CASE_NAMES, row[:width], strict=True)))
     return case, _parts(row[width:], rereferrals)
-
-
-_CASE_NAMES = tuple(column.name for column in _CASE_COLUMNS)
 
 
 def _parts(found: Sequence[Any], rereferrals: bool) -> CaseParts:

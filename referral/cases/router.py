@@ -66,13 +66,15 @@ async def _case(session, access: Access, case_id: uuid.UUID, request: Request) -
     return await repository.case_in_scope(session, access, case_id, request)
 
 
+def _shows_rereferrals(access: Access) -> bool:
+    return access.grant.view == "coordinator"
+
+
 async def _view(session, keys, access: Access, case: CaseFile) -> CaseView:
     if access.grant.view == "referrer":
         return views.referrer_view(keys.workflow, case)
-    coordinator = access.grant.view == "coordinator"
-    parts = await repository.load_parts(
-        session, case, access.readable_sections, access if coordinator else None
-    )
+    rereferrals_for = access if _shows_rereferrals(access) else None
+    parts = await repository.load_parts(session, case, access.readable_sections, rereferrals_for)
     return views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
@@ -82,10 +84,10 @@ async def _read(session, keys, access: Access, case_id: uuid.UUID, request: Requ
     if access.grant.view == "referrer":
         case = await repository.case_to_read(session, access, case_id, request)
         return case, await _view(session, keys, access, case)
-    coordinator = access.grant.view == "coordinator"
-    case, parts = await repository.case_with_parts(session, access, case_id, request, coordinator)
-    view = views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
-    return case, view
+    case, parts = await repository.case_with_parts(
+        session, access, case_id, request, _shows_rereferrals(access)
+    )
+    return case, views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
 def _audit(session, request: Request, action: str, ids: list, fields=()) -> None:
