@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,16 @@ def migration_head(settings: Settings) -> str:
     return head
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up built (modules, policies, the app, its routes and schemas) out of
+    the collector's reach. Every full collection scanned those objects again: on a serving
+    worker, a pause of about 130 ms every second or so, a sixth of its CPU and the whole of
+    its p99 (ADR 0016). They live as long as the process, so nothing is lost by not
+    scanning them; anything freed later is still freed by its reference count."""
+    gc.collect()  # garbage left by start-up is freed, not frozen
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     access_policy = load_access_policy(settings.policies_dir / "access.yaml")
@@ -55,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sealer.start()  # chains whatever an earlier process left staged
+        freeze_startup_heap()
         yield
         await sealer.finished()
         await engine.dispose()

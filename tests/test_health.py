@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import httpx
 
@@ -56,3 +57,18 @@ async def test_readyz_recovers_after_migration(settings, tmp_path):
         assert (await _readyz(patched)).status_code == 200
     finally:
         await asyncio.to_thread(database.drop)
+
+
+async def test_a_starting_worker_freezes_its_start_up_heap_and_still_serves(settings):
+    """A full collection must not rescan what start-up built (ADR 0016); the frozen heap is
+    the process's own, so the test thaws it again for the tests after it."""
+    gc.unfreeze()
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 10_000
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                assert (await c.get("/readyz")).status_code == 200
+    finally:
+        gc.unfreeze()
