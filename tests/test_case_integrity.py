@@ -166,6 +166,29 @@ async def test_spelling_variants_are_flagged_as_a_possible_rereferral(client, to
     assert other["possible_rereferrals"] == []
 
 
+async def test_a_rereferral_counts_as_the_same_person_in_the_statistics(client, app, town):
+    born = date(2007, 2, 9)
+    first = await new_case(
+        client, town.referrer, referral_body(given="Arbër", family="Numëruesi", born=born)
+    )
+    again = await new_case(
+        client, town.other_referrer, referral_body(given="ARBER", family="numeruesi", born=born)
+    )
+    someone_else = await new_case(
+        client,
+        town.referrer,
+        referral_body(given="Arbër", family="Numëruesi", born=date(2007, 2, 10)),
+    )
+    async with app.state.sessionmaker() as session:
+        ids = [uuid.UUID(c) for c in (first, again, someone_else)]
+        rows = await session.exec(
+            select(CaseFile.id, CaseFile.stat_person).where(CaseFile.id.in_(ids))
+        )
+        person = dict(rows.all())
+    assert person[ids[0]] == person[ids[1]]
+    assert person[ids[2]] not in (person[ids[0]], None)
+
+
 async def test_rereferral_hints_stay_inside_the_coordinators_municipality(client, world, town):
     elsewhere = await make_town(client, world)
     body = referral_body(given="Vesë", family="Shembullore", born=date(2001, 1, 1))

@@ -15,7 +15,7 @@ from datetime import date
 
 from sqlalchemy import Uuid, bindparam, exists
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.authz.dependencies import Access
@@ -50,7 +50,7 @@ from referral.models import (
     PanelDecision,
     SupportPlan,
 )
-from referral.models.base import utcnow
+from referral.models.base import utcnow, uuid7
 from referral.models.enums import ConsentGiver, ReviewKind
 
 
@@ -70,12 +70,14 @@ def request_fingerprint(body: ReferralCreate) -> str:
 
 
 async def claim_idempotency_key(
-    session: AsyncSession, user_id: uuid.UUID, key: str, fingerprint: str
+    session: AsyncSession, user_id: uuid.UUID, key: str, fingerprint: str, receipt: ReferralReceipt
 ) -> IdempotencyRecord | None:
     """None if this request is the first with the key; the earlier record otherwise.
 
-    The claim is an INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate waits for
-    the first transaction, then finds its committed record and replays it.
+    The claim is an INSERT ... ON CONFLICT DO NOTHING of the record with this request's
+    receipt: it commits with the case, or neither does, so a committed record always holds
+    the answer to replay. A concurrent duplicate waits for the first transaction, then
+    finds its committed record and replays it.
     """
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -86,9 +88,9 @@ async def claim_idempotency_key(
             user_id=user_id,
             key=key,
             request_hash=fingerprint,
-            status_code=0,
-            response={},
-            created_at=utcnow(),
+            status_code=201,
+            response=receipt.model_dump(mode="json"),
+            created_at=receipt.submitted_at,
         )
         .on_conflict_do_nothing(index_elements=[table.c.user_id, table.c.key])
         .returning(table.c.key)
@@ -118,15 +120,23 @@ async def submit_referral(
     actor = access.actor
     if actor.municipality_id is None:
         raise Forbidden("Only an actor of a municipality can refer.")
+    now = utcnow()
+    case_id = uuid7()
+    receipt = ReferralReceipt(
+        id=case_id,
+        reference=reference_of(case_id),
+        stage=keys.workflow.referrer_stages[keys.workflow.initial],
+        submitted_at=now,
+    )
     earlier = await claim_idempotency_key(
-        session, actor.user_id, idempotency_key, request_fingerprint(body)
+        session, actor.user_id, idempotency_key, request_fingerprint(body), receipt
     )
     if earlier is not None:
         return ReferralReceipt.model_validate(earlier.response), False
 
-    now = utcnow()
     subject = body.subject
     case = CaseFile(
+        id=case_id,
         municipality_id=actor.municipality_id,
         referrer_user_id=actor.user_id,
         referrer_organisation_id=actor.organisation_id,
@@ -156,26 +166,16 @@ async def submit_referral(
     seal_field(ring, case, "languages", json.dumps(subject.languages))
     seal_field(ring, case, "description", body.description)
     seal_field(ring, case, "indicators", json.dumps([str(i) for i in body.indicators]))
+    # The same person for statistics as an earlier referral of theirs, found by the
+    # INSERT itself rather than a query before it.
     earlier_person = (
-        await session.exec(
-            select(CaseFile.stat_person).where(CaseFile.blind_index == case.blind_index).limit(1)
-        )
-    ).first()
-    if earlier_person is not None:
-        case.stat_person = earlier_person
-    session.add(case)
-    await session.flush()
-
-    receipt = ReferralReceipt(
-        id=case.id,
-        reference=reference_of(case.id),
-        stage=keys.workflow.referrer_stages[case.state],
-        submitted_at=now,
+        select(CaseFile.stat_person)
+        .where(CaseFile.blind_index == case.blind_index)
+        .limit(1)
+        .scalar_subquery()
     )
-    record = await session.get(IdempotencyRecord, (actor.user_id, idempotency_key))
-    record.status_code = 201
-    record.response = receipt.model_dump(mode="json")
-    session.add(record)
+    case.stat_person = func.coalesce(earlier_person, case.stat_person)
+    session.add(case)
     await session.flush()
     return receipt, True
 
