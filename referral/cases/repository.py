@@ -10,8 +10,21 @@ from functools import cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Date, String, Uuid, and_, bindparam, case, false, func, literal, update
+from sqlalchemy import (
+    Date,
+    String,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    update,
+)
 from sqlalchemy import select as sa_select
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,6 +54,41 @@ async def case_in_scope(
     statement = access.prepared("case_in_scope", lambda: _in_scope_statement(access, CaseFile))
     row = (await session.exec(statement, params=_in_scope_params(access, case_id))).first()
     return _found(row, request)[0]
+
+
+def lifecycle_facts(case_id: Any) -> tuple[Any, ...]:
+    """What the lifecycle's guards ask of a case, as columns on its id."""
+    return (
+        sa_select(PanelDecision.decision)
+        .where(PanelDecision.case_id == case_id)
+        .order_by(col(PanelDecision.id).desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("decision"),
+        exists()
+        .where(CaseConsent.case_id == case_id, col(CaseConsent.withdrawn_on).is_(None))
+        .label("consent"),
+        exists()
+        .where(Intervention.case_id == case_id, col(Intervention.status) != "stopped")
+        .label("intervention"),
+        exists().where(SupportPlan.case_id == case_id).label("plan"),
+        exists().where(CaseScreening.case_id == case_id).label("screening"),
+        exists().where(CaseAssessment.case_id == case_id).label("assessment"),
+    )
+
+
+async def case_with_facts(
+    session: AsyncSession, access: Access, case_id: uuid.UUID, request: Request
+) -> tuple[CaseFile, Any]:
+    """`case_in_scope` and, in the same statement, the lifecycle's facts about the case
+    (`lifecycle_facts`): a transition needs both, and one statement is one round trip."""
+    statement = access.prepared(
+        "case_with_facts",
+        lambda: _in_scope_statement(access, CaseFile, *lifecycle_facts(CaseFile.id)),
+    )
+    row = (await session.exec(statement, params=_in_scope_params(access, case_id))).first()
+    found = _found(row, request)
+    return found[0], found
 
 
 async def case_to_read(
@@ -98,15 +146,18 @@ async def touch_case(
     stmt = update(CaseFile).where(col(CaseFile.id) == case.id)
     if expected_version is not None:
         stmt = stmt.where(col(CaseFile.version) == expected_version)
-    stmt = stmt.values(**values, updated_at=utcnow(), version=CaseFile.version + 1).returning(
+    now = utcnow()
+    stmt = stmt.values(**values, updated_at=now, version=CaseFile.version + 1).returning(
         CaseFile.version
     )
-    new_version = (await session.exec(stmt)).scalar_one_or_none()
+    # Run as a plain statement: the ORM's version of it would search the session for the
+    # rows it changed; the one it changed is `case`, brought up to date here.
+    connection = await session.connection()
+    new_version = (await connection.execute(stmt)).scalar_one_or_none()
     if new_version is None:
         raise PreconditionFailed("The case was changed by someone else; read it again.")
-    for name, value in values.items():
-        setattr(case, name, value)
-    case.version = new_version
+    for name, value in {**values, "updated_at": now, "version": new_version}.items():
+        set_committed_value(case, name, value)
     return new_version
 
 

@@ -198,8 +198,10 @@ async def transition_case(
     body: TransitionCreate,
     access: _can("transition"),
 ) -> Any:
-    case = await _case(session, access, case_id, request)
-    record = await service.transition(session, keys, access, case, body, expected_version(request))
+    case, found = await repository.case_with_facts(session, access, case_id, request)
+    record = await service.transition(
+        session, keys, access, case, found, body, expected_version(request)
+    )
     _audit(
         session,
         request,

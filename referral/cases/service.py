@@ -12,8 +12,8 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import Uuid, bindparam, exists
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,7 +47,6 @@ from referral.models import (
     CaseTransition,
     IdempotencyRecord,
     Intervention,
-    PanelDecision,
     SupportPlan,
 )
 from referral.models.base import utcnow, uuid7
@@ -183,45 +182,19 @@ async def submit_referral(
 # --- the lifecycle ------------------------------------------------------------------------
 
 
-_CASE_ID = bindparam("case_id", type_=Uuid)
-# What the lifecycle's guards ask of a case, in one statement built once (ADR 0012).
-_FACTS = select(
-    select(PanelDecision.decision)
-    .where(PanelDecision.case_id == _CASE_ID)
-    .order_by(col(PanelDecision.id).desc())
-    .limit(1)
-    .scalar_subquery()
-    .label("decision"),
-    exists()
-    .where(CaseConsent.case_id == _CASE_ID, col(CaseConsent.withdrawn_on).is_(None))
-    .label("consent"),
-    exists()
-    .where(Intervention.case_id == _CASE_ID, col(Intervention.status) != "stopped")
-    .label("intervention"),
-    exists().where(SupportPlan.case_id == _CASE_ID).label("plan"),
-    exists().where(CaseScreening.case_id == _CASE_ID).label("screening"),
-    exists().where(CaseAssessment.case_id == _CASE_ID).label("assessment"),
-)
-
-
-async def gather_facts(
-    session: AsyncSession, keys: CaseKeys, case: CaseFile
-) -> lifecycle.CaseFacts:
-    connection = await session.connection()
-    found = (await connection.execute(_FACTS, {"case_id": case.id})).one()
+def facts_of(found: Any, post_exit_reviews_recorded: bool) -> lifecycle.CaseFacts:
+    """The lifecycle's facts about a case, from `repository.case_with_facts`."""
     return lifecycle.CaseFacts(
         screening_recorded=bool(found.screening),
         assessment_recorded=bool(found.assessment),
         panel_decision=found.decision,
         consent_valid=bool(found.consent),
         plan_has_intervention=bool(found.intervention) and bool(found.plan),
-        post_exit_reviews_recorded=await _post_exit_reviews_done(session, keys, case),
+        post_exit_reviews_recorded=post_exit_reviews_recorded,
     )
 
 
 async def _post_exit_reviews_done(session: AsyncSession, keys: CaseKeys, case: CaseFile) -> bool:
-    if case.monitoring_at is None:
-        return False
     reviews = (
         await session.exec(
             select(CaseReview).where(
@@ -247,9 +220,11 @@ async def transition(
     keys: CaseKeys,
     access: Access,
     case: CaseFile,
+    found: Any,
     body: TransitionCreate,
     expected_version: int,
 ) -> CaseTransition:
+    """`found`: the lifecycle's facts about `case`, read with it (`case_with_facts`)."""
     workflow = keys.workflow
     request = lifecycle.TransitionRequest(
         to=body.to,
@@ -261,7 +236,10 @@ async def transition(
         raise invalid_field(
             "exit_reason", f"must be one of {list(workflow.exit_reasons)}", kind="enum"
         )
-    facts = await gather_facts(session, keys, case)
+    reviews_done = case.monitoring_at is not None and await _post_exit_reviews_done(
+        session, keys, case
+    )
+    facts = facts_of(found, reviews_done)
     verdict = lifecycle.evaluate(workflow, access.actor.role, case.state, request, facts)
     if not verdict.ok:
         detail = (
