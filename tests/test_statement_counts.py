@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from referral.models.enums import Role
-from tests.case_world import make_town, new_case
+from tests.case_world import etag, make_town, new_case
 from tests.conftest import bearer, login
 from tests.helpers import counting
 
@@ -71,3 +71,22 @@ async def test_audit_search_statement_count_does_not_grow_with_the_page(app, cli
     small, _ = await _statements(app, client, "/api/v1/audit/events?limit=2", auditor)
     large, statements = await _statements(app, client, "/api/v1/audit/events?limit=100", auditor)
     assert large == small, statements
+
+
+async def test_intake_and_a_transition_make_the_statements_they_need_and_no_more(app, client, town):
+    with counting(app) as intake:
+        case_id = await new_case(client, town.referrer)
+    # the actor; the idempotency claim with its receipt; the case (which finds an earlier
+    # referral's statistics person itself); the audit event
+    assert len(intake) == 4, intake
+    tag = await etag(client, town.coordinator, case_id)
+    with counting(app) as transition:
+        moved = await client.post(
+            f"/api/v1/cases/{case_id}/transitions",
+            json={"to": "screening"},
+            headers={**town.coordinator.headers, "If-Match": tag},
+        )
+    assert moved.status_code == 200, moved.text
+    # the actor; the case with the lifecycle's facts about it; the version bump; the
+    # transition's record; the case's records for the answer; the audit event
+    assert len(transition) == 6, transition
