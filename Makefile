@@ -43,6 +43,7 @@ migrate: $(STAMP)
 
 ## bench: seed (100k cases; ARGS="--cases 1000000"), serve, load at 32 clients, report in
 ## docs/benchmarks.md. PostgreSQL with REFERRAL_BENCH_DATABASE_URL=postgresql://...
+## ARGS="--cases 1000000 --baseline 10000" also serves 10k beside it and compares latency.
 bench: $(STAMP)
 	mkdir -p var
 	$(BIN)/python -m bench.run $(ARGS)

@@ -97,19 +97,51 @@ def _run_section(run: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _side_by_side(run: dict) -> list[str]:
+    scale = run["scale"]
+    small, large = f"{scale['baseline_cases']:,}", f"{run['cases']:,}"
+    lines = [
+        f"### Scale, side by side: {large} against {small} cases ({run['database']}, "
+        f"{run['when']})",
+        "",
+        f"Both databases served at once, one worker each; each scenario driven on one, then "
+        f"the other, {scale['rounds']} rounds of {scale['seconds']:g} s, the order reversed "
+        f"each round. Code: {run.get('commit', '—')}.",
+        "",
+        f"| scenario | p50 at {small} (ms) | p50 at {large} (ms) | ratio of the sums | "
+        f"≤ {SCALE_LIMIT}x |",
+        "|---|---|---|---|---|",
+    ]
+    for name, figures in scale["scenarios"].items():
+        lines.append(
+            f"| {LABELS.get(name, name)} | {' / '.join(map(str, figures['small_p50_ms']))} | "
+            f"{' / '.join(map(str, figures['large_p50_ms']))} | {figures['ratio']:.2f} | "
+            f"{_mark(figures['ratio'] <= SCALE_LIMIT)} |"
+        )
+    return [*lines, ""]
+
+
 def _scale_section(history: list[dict]) -> list[str]:
-    """Latency at 1M cases against 10k, per scenario, from the latest run of each."""
+    """Latency at 1M cases against 10k, per scenario: side by side from the latest run that
+    measured it so, and from the latest run of each size."""
     latest: dict[tuple[str, int], dict] = {}
+    side_by_side: dict[str, dict] = {}
     for run in history:
         if "scenarios" in run:
             latest[(run["database"], run["cases"])] = run
+        if "scale" in run:
+            side_by_side[run["database"]] = run
     lines = []
+    for run in side_by_side.values():
+        lines += _side_by_side(run)
     for database in ("postgresql", "sqlite"):
         small, large = latest.get((database, 10_000)), latest.get((database, 1_000_000))
         if not (small and large):
             continue
         lines += [
-            f"### Scale: 1,000,000 against 10,000 cases ({database})",
+            f"### Scale: 1,000,000 against 10,000 cases ({database}), the latest run of each",
+            "",
+            "Two runs minutes apart: the machine's drift between them counts as well.",
             "",
             f"| scenario | p50 at 10k (ms) | p50 at 1M (ms) | ratio | ≤ {SCALE_LIMIT}x |",
             "|---|---|---|---|---|",

@@ -2,6 +2,7 @@
 
     make bench                                  # 100k cases, SQLite under var/bench
     make bench ARGS="--cases 1000000"
+    make bench ARGS="--cases 1000000 --baseline 10000"   # and 1M against 10k, side by side
     REFERRAL_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres make bench
 
 1. A fresh database, migrated; N synthetic cases with EVENTS_PER_CASE chained audit events
@@ -13,7 +14,10 @@
    returning a constant) first and last.
 4. On PostgreSQL, pgbench at the same concurrency runs the very SQL statements of one
    audited case read, captured from the app: the database's own ceiling for that request.
-5. bench/results.json gains the run; docs/benchmarks.md is written from all runs.
+5. With `--baseline N` (e.g. `--cases 1000000 --baseline 10000`), a second database of N
+   cases is seeded and served at once on the next port; each scenario's p50 latency is
+   measured on both, in turns, twice: the 1M-against-10k target from one run.
+6. bench/results.json gains the run; docs/benchmarks.md is written from all runs.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ from tests.helpers import cli_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 SCENARIOS = ("ceiling", "login", "read", "list", "intake", "transition", "stats", "ceiling")
+SCALE_SCENARIOS = ("read", "list", "intake", "transition", "stats")
+SCALE_ROUNDS = 2
+BENCH_DIR = ROOT / "var" / "bench"
 
 
 def bench_settings(database_url: str) -> Settings:
@@ -164,6 +171,60 @@ def referral_body() -> dict:
         "indicators": ["online_radicalisation"],
         "urgency": "routine",
     }
+
+
+def make_plan(tokens: dict, seeded: dict, prepared: dict, transition_ids: list[str]) -> dict:
+    actors = seeded["actors"]
+    return {
+        "tokens": tokens,
+        "read_ids": prepared["read_ids"],
+        "transition_ids": transition_ids,
+        "stats_path": stats_path(),
+        "referral": referral_body(),
+        "login_form": f"username={actors['referrer']}&password={actors['password']}",
+    }
+
+
+def write_plan(name: str, plan: dict) -> Path:
+    plan_file = BENCH_DIR / f"{name}.json"
+    plan_file.write_text(json.dumps(plan))
+    return plan_file
+
+
+def split(items: list, parts: int, most: int = 20_000) -> list[list]:
+    """`items` in `parts` contiguous shares of at most `most`: a transition moves each
+    case once, and a share is more than a scenario's run can use."""
+    size = min(len(items) // parts, most)
+    return [items[i * size : (i + 1) * size] for i in range(parts)]
+
+
+def compare_scales(servers: dict[str, tuple[str, list[dict]]], args: argparse.Namespace) -> dict:
+    """p50 latency of each scenario at both sizes, from two servers serving at once and
+    driven in turns, SCALE_ROUNDS times, the order reversed each round: two runs minutes
+    apart measured the machine's drift as well as the data's size (ADR 0011)."""
+    # half the main run's time: two rounds must not run out of cases to move
+    short = argparse.Namespace(**{**vars(args), "seconds": max(args.seconds / 2, 3)})
+    p50: dict[str, dict[str, list[float]]] = {
+        name: {label: [] for label in servers} for name in SCALE_SCENARIOS
+    }
+    for round_ in range(SCALE_ROUNDS):
+        order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+        for name in SCALE_SCENARIOS:
+            for label in order:
+                base, plans = servers[label]
+                plan_file = write_plan(f"plan-{label}-{round_}", plans[round_])
+                outcome = drive(base, plan_file, name, short)
+                print(json.dumps({"scale": label, "round": round_} | outcome), flush=True)
+                p50[name][label].append(outcome["p50_ms"])
+    scenarios = {
+        name: {
+            "small_p50_ms": runs["small"],
+            "large_p50_ms": runs["large"],
+            "ratio": round(sum(runs["large"]) / sum(runs["small"]), 3),
+        }
+        for name, runs in p50.items()
+    }
+    return {"rounds": SCALE_ROUNDS, "seconds": short.seconds, "scenarios": scenarios}
 
 
 def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -> dict:
@@ -287,14 +348,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--baseline",
+        type=int,
+        default=None,
+        help="also seed this many cases, serve both sizes, and compare their latency "
+        "scenario by scenario, in turns (e.g. --cases 1000000 --baseline 10000)",
+    )
     args = parser.parse_args()
 
     os.environ.pop("REFERRAL_TEST_DATABASE_URL", None)
     server_url = os.environ.get("REFERRAL_BENCH_DATABASE_URL")
     if server_url:
         os.environ["REFERRAL_TEST_DATABASE_URL"] = server_url
-    (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)
-    database = ScratchDatabase.create(ROOT / "var" / "bench", f"bench{args.cases}")
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    database = ScratchDatabase.create(BENCH_DIR, f"bench{args.cases}")
+    given = {"--cases": args.cases if args.cases != 100_000 else None, "--baseline": args.baseline}
+    bench_args = " ".join(f"{flag} {value}" for flag, value in given.items() if value)
     result: dict = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -306,10 +376,10 @@ def main() -> None:
         "seconds_per_scenario": args.seconds,
         "commit": _commit(),
         "command": "make bench"
-        + (f" ARGS='--cases {args.cases}'" if args.cases != 100_000 else "")
+        + (f" ARGS='{bench_args}'" if bench_args else "")
         + (" REFERRAL_BENCH_DATABASE_URL=postgresql://…" if server_url else ""),
     }
-    process = None
+    process = small_process = baseline = None
     try:
         migrate.upgrade(database.url)
         settings = bench_settings(database.url)
@@ -328,21 +398,22 @@ def main() -> None:
             flush=True,
         )
 
+        if args.baseline:
+            baseline = ScratchDatabase.create(BENCH_DIR, f"bench{args.baseline}")
+            migrate.upgrade(baseline.url)
+            baseline_settings = bench_settings(baseline.url)
+            print(f"seeding the {args.baseline:,}-case baseline …", flush=True)
+            baseline_prepared = asyncio.run(prepare(baseline_settings, args.baseline))
+
         base = f"http://127.0.0.1:{args.port}"
-        log = ROOT / "var" / "bench" / "server.log"
-        process = start_server(settings, args.workers, args.port, log)
+        process = start_server(settings, args.workers, args.port, BENCH_DIR / "server.log")
         tokens = sign_in(base, seeded["actors"])
-        actors = seeded["actors"]
-        plan = {
-            "tokens": tokens,
-            "read_ids": prepared["read_ids"],
-            "transition_ids": prepared["transition_ids"],
-            "stats_path": stats_path(),
-            "referral": referral_body(),
-            "login_form": f"username={actors['referrer']}&password={actors['password']}",
-        }
-        plan_file = ROOT / "var" / "bench" / "plan.json"
-        plan_file.write_text(json.dumps(plan))
+        # the main run takes the first share of the transition pool, each scale round another
+        transition_pool = split(
+            prepared["transition_ids"], 1 + SCALE_ROUNDS if args.baseline else 1
+        )
+        plan = make_plan(tokens, seeded, prepared, transition_pool[0])
+        plan_file = write_plan("plan", plan)
         scenarios = []
         for name in SCENARIOS:
             outcome = drive(base, plan_file, name, args)
@@ -353,22 +424,40 @@ def main() -> None:
         result["ceiling_rps"] = round(sum(ceilings) / len(ceilings), 1)
         result["scenarios"] = [s for s in scenarios if s["scenario"] != "ceiling"]
         result["ceiling_runs"] = [s for s in scenarios if s["scenario"] == "ceiling"]
+        if args.baseline:
+            small_base = f"http://127.0.0.1:{args.port + 1}"
+            small_log = BENCH_DIR / "server-baseline.log"
+            small_process = start_server(baseline_settings, args.workers, args.port + 1, small_log)
+            small_tokens = sign_in(small_base, baseline_prepared["seeded"]["actors"])
+            small_pool = split(baseline_prepared["transition_ids"], SCALE_ROUNDS)
+            large_plans = [make_plan(tokens, seeded, prepared, ids) for ids in transition_pool[1:]]
+            small_plans = [
+                make_plan(small_tokens, baseline_prepared["seeded"], baseline_prepared, ids)
+                for ids in small_pool
+            ]
+            result["scale"] = compare_scales(
+                {"small": (small_base, small_plans), "large": (base, large_plans)}, args
+            ) | {"baseline_cases": args.baseline}
         if database.is_postgres:
             statements = captured_read_sql(settings, tokens["coordinator"], plan["read_ids"][0])
             script = pgbench_script(statements)
-            (ROOT / "var" / "bench" / "audited-read.sql").write_text(script)
+            (BENCH_DIR / "audited-read.sql").write_text(script)
             result["pgbench_audited_read"] = run_pgbench(
                 database.url, script, args.clients, args.seconds
             ) | {"audit": "staged"}  # the event staged; its sealer round left out (ADR 0014)
             print(json.dumps(result["pgbench_audited_read"]), flush=True)
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
-        database.drop()
-        if not database.is_postgres:
-            for suffix in ("", "-wal", "-shm"):
-                Path(database.url.split("///", 1)[1] + suffix).unlink(missing_ok=True)
+        for running in (process, small_process):
+            if running is not None:
+                running.terminate()
+                running.wait(timeout=60)
+        for scratch in (database, baseline):
+            if scratch is None:
+                continue
+            scratch.drop()
+            if not scratch.is_postgres:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(scratch.url.split("///", 1)[1] + suffix).unlink(missing_ok=True)
 
     history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     history.append(result)

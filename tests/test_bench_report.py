@@ -1,0 +1,60 @@
+"""The bench's own rules: how the transition pool is shared, how the scale target is read."""
+
+from __future__ import annotations
+
+from bench.report import render
+from bench.run import split
+
+
+def test_the_transition_pool_is_shared_out_without_overlap():
+    shares = split(list(range(10)), 3)
+    assert shares == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert [len(s) for s in split(list(range(100_000)), 2, most=500)] == [500, 500]
+
+
+def _run(cases: int, p50: float, scale: dict | None = None) -> dict:
+    scenario = {
+        "scenario": "read",
+        "throughput_rps": 100.0,
+        "p50_ms": p50,
+        "p95_ms": p50,
+        "p99_ms": p50,
+        "errors": {},
+    }
+    run = {
+        "when": "2026-11-21T23:00:00+00:00",
+        "commit": "abc1234",
+        "machine": "synthetic",
+        "database": "postgresql",
+        "cases": cases,
+        "workers": 1,
+        "clients": 32,
+        "seconds_per_scenario": 10,
+        "command": "make bench",
+        "ceiling_rps": 1000.0,
+        "ceiling_runs": [{"throughput_rps": 1000.0, "p99_ms": 5}],
+        "scenarios": [scenario],
+        "verify": {"events": 1, "seconds": 1, "events_per_second": 1},
+        "snapshot": {"seconds": 1, "cells": 1, "suppressed": 0},
+        "server_memory": {"peak_rss_mib": 100, "rss_mib": 100},
+        "seed_seconds": 1,
+        "audit_events": 1,
+    }
+    return run | ({"scale": scale} if scale else {})
+
+
+def test_the_scale_target_is_read_from_the_side_by_side_rounds():
+    scale = {
+        "baseline_cases": 10_000,
+        "rounds": 2,
+        "seconds": 5,
+        "scenarios": {
+            "read": {"small_p50_ms": [40, 50], "large_p50_ms": [50, 60], "ratio": 1.222},
+            "list": {"small_p50_ms": [40, 40], "large_p50_ms": [60, 60], "ratio": 1.5},
+        },
+    }
+    # the two single runs alone would say 3x: the side-by-side rounds say otherwise
+    page = render([_run(10_000, 20), _run(1_000_000, 60, scale)])
+    assert "| audited case read | 40 / 50 | 50 / 60 | 1.22 | met |" in page
+    assert "| case list, page of 50 | 40 / 40 | 60 / 60 | 1.50 | **missed** |" in page
+    assert "| audited case read | 20 | 60 | 3.00 | **missed** |" in page
