@@ -191,19 +191,29 @@ def write_plan(name: str, plan: dict) -> Path:
     return plan_file
 
 
-def split(items: list, parts: int, most: int = 20_000) -> list[list]:
-    """`items` in `parts` contiguous shares of at most `most`: a transition moves each
-    case once, and a share is more than a scenario's run can use."""
-    size = min(len(items) // parts, most)
-    return [items[i * size : (i + 1) * size] for i in range(parts)]
+def split(items: list, weights: list[float], most: int = 20_000) -> list[list]:
+    """`items` in contiguous shares, in proportion to `weights` (each run's seconds) and of
+    at most `most` each: a transition moves each case once, so runs must not share."""
+    total = sum(weights)
+    shares, start = [], 0
+    for weight in weights:
+        size = min(int(len(items) * weight / total), most)
+        shares.append(items[start : start + size])
+        start += size
+    return shares
+
+
+def scale_seconds(args: argparse.Namespace) -> float:
+    """A scale round's time: half the main run's, so that the rounds do not run out of
+    cases to move."""
+    return max(args.seconds / 2, 3)
 
 
 def compare_scales(servers: dict[str, tuple[str, list[dict]]], args: argparse.Namespace) -> dict:
     """p50 latency of each scenario at both sizes, from two servers serving at once and
     driven in turns, SCALE_ROUNDS times, the order reversed each round: two runs minutes
     apart measured the machine's drift as well as the data's size (ADR 0011)."""
-    # half the main run's time: two rounds must not run out of cases to move
-    short = argparse.Namespace(**{**vars(args), "seconds": max(args.seconds / 2, 3)})
+    short = argparse.Namespace(**{**vars(args), "seconds": scale_seconds(args)})
     p50: dict[str, dict[str, list[float]]] = {
         name: {label: [] for label in servers} for name in SCALE_SCENARIOS
     }
@@ -409,9 +419,8 @@ def main() -> None:
         process = start_server(settings, args.workers, args.port, BENCH_DIR / "server.log")
         tokens = sign_in(base, seeded["actors"])
         # the main run takes the first share of the transition pool, each scale round another
-        transition_pool = split(
-            prepared["transition_ids"], 1 + SCALE_ROUNDS if args.baseline else 1
-        )
+        rounds = [args.warmup + scale_seconds(args)] * (SCALE_ROUNDS if args.baseline else 0)
+        transition_pool = split(prepared["transition_ids"], [args.warmup + args.seconds, *rounds])
         plan = make_plan(tokens, seeded, prepared, transition_pool[0])
         plan_file = write_plan("plan", plan)
         scenarios = []
@@ -429,7 +438,7 @@ def main() -> None:
             small_log = BENCH_DIR / "server-baseline.log"
             small_process = start_server(baseline_settings, args.workers, args.port + 1, small_log)
             small_tokens = sign_in(small_base, baseline_prepared["seeded"]["actors"])
-            small_pool = split(baseline_prepared["transition_ids"], SCALE_ROUNDS)
+            small_pool = split(baseline_prepared["transition_ids"], rounds)
             large_plans = [make_plan(tokens, seeded, prepared, ids) for ids in transition_pool[1:]]
             small_plans = [
                 make_plan(small_tokens, baseline_prepared["seeded"], baseline_prepared, ids)

@@ -6,10 +6,9 @@ from bench.report import render
 from bench.run import split
 
 
-def test_the_transition_pool_is_shared_out_without_overlap():
-    shares = split(list(range(10)), 3)
-    assert shares == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    assert [len(s) for s in split(list(range(100_000)), 2, most=500)] == [500, 500]
+def test_the_transition_pool_is_shared_out_by_run_time_without_overlap():
+    assert split(list(range(10)), [2, 1, 1]) == [[0, 1, 2, 3, 4], [5, 6], [7, 8]]
+    assert [len(s) for s in split(list(range(100_000)), [12, 7], most=500)] == [500, 500]
 
 
 def _run(cases: int, p50: float, scale: dict | None = None) -> dict:
