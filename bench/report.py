@@ -216,7 +216,7 @@ def render(history: list[dict]) -> str:
         "- What limits each figure, and what would meet the missed targets:",
         "  `docs/adr/0011-performance-measurement-and-limits.md`; what was changed after the",
         "  first runs, and why: `docs/adr/0012-hot-path-statements.md` to",
-        "  `docs/adr/0016-worker-heap-and-write-statements.md`.",
+        "  `docs/adr/0017-writes-and-list-rows-without-orm-objects.md`.",
         "- The seeded cases carry their lifecycle and audit trail, but no sub-records (notes,",
         "  assessments, decisions, plans). An audited read of them still makes every statement;",
         "  the statements just return no rows. A read of a case rich in records also decrypts",

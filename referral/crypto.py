@@ -38,8 +38,14 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # base64.urlsafe_b64decode, without its wrappers: half the time, the same answers
+    return binascii.a2b_base64(
+        (text + "=" * (-len(text) % 4)).encode("ascii").translate(_FROM_URLSAFE)
+    )
 
 
 def generate_key_entry(version: int = 1) -> str:
@@ -52,9 +58,13 @@ class KeyRing:
     # one cipher per key version, made once: making one per value was two thirds of a
     # decryption, and a list page decrypts a hundred names
     _ciphers: dict[int, AESGCM] = field(init=False, repr=False, compare=False)
+    # the same, by the prefix a ciphertext starts with ("v1"): one lookup finds both
+    _by_prefix: dict[str, tuple[int, AESGCM]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_ciphers", {v: AESGCM(k) for v, k in self.keys.items()})
+        ciphers = {v: AESGCM(k) for v, k in self.keys.items()}
+        object.__setattr__(self, "_ciphers", ciphers)
+        object.__setattr__(self, "_by_prefix", {f"v{v}": (v, c) for v, c in ciphers.items()})
 
     @property
     def current(self) -> int:
@@ -93,12 +103,14 @@ class KeyRing:
         return f"v{version}.{_b64encode(nonce + sealed)}"
 
     def decrypt(self, token: str, *, table: str, column: str, row_id: uuid.UUID | str) -> str:
-        version = self.version_of(token)
-        cipher = self._ciphers.get(version)
-        if cipher is None:
+        prefix, _, body = token.partition(".")
+        found = self._by_prefix.get(prefix)
+        if found is None:
+            version = self.version_of(token)  # refuses what is not a ciphertext at all
             raise CryptoError(f"key version {version} is not in the key ring")
+        version, cipher = found
         try:
-            raw = _b64decode(token.split(".", 1)[1])
+            raw = _b64decode(body)
             plain = cipher.decrypt(
                 raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._aad(table, column, row_id, version)
             )
@@ -134,10 +146,21 @@ def derive_key(secret: str, purpose: str) -> bytes:
 
 def seal_field(ring: KeyRing, obj: object, field: str, value: str | None) -> None:
     """Encrypt `value` into `obj.<field>_enc`, bound to the object's table, field and id."""
-    token = None
-    if value is not None:
-        token = ring.encrypt(value, table=obj.__tablename__, column=field, row_id=obj.id)  # type: ignore[attr-defined]
-    setattr(obj, f"{field}_enc", token)
+    sealed = sealed_columns(ring, obj.__tablename__, obj.id, **{field: value})  # type: ignore[attr-defined]
+    setattr(obj, f"{field}_enc", sealed[f"{field}_enc"])
+
+
+def sealed_columns(
+    ring: KeyRing, table: str, row_id: uuid.UUID, **values: str | None
+) -> dict[str, str | None]:
+    """`{"<field>_enc": ciphertext}` for each field of a row about to be inserted, each
+    bound to the table, field and row id, as `seal_field` does for a loaded object."""
+    return {
+        f"{field}_enc": None
+        if value is None
+        else ring.encrypt(value, table=table, column=field, row_id=row_id)
+        for field, value in values.items()
+    }
 
 
 def open_field(ring: KeyRing, obj: object, field: str) -> str | None:

@@ -66,12 +66,12 @@ def records(model: Any, array: list[dict[str, Any]] | None) -> list[Any]:
     return found
 
 
-def as_record(model: Any, values: dict[str, Any]) -> Any:
-    """Some columns of a row of `model`, already typed, as a read-only record: what a list
-    shows without the cost of an ORM object per row. Extra keys are left out."""
+def as_record(model: Any, names: Sequence[str], row: Sequence[Any]) -> Any:
+    """The leading values of `row`, columns of `model` named by `names` and already typed,
+    as a read-only record: what a read or a list shows without the cost of an ORM object
+    per row. Values after the named ones (a computed column) are left out."""
     record_type, _ = _record_type(model)
-    columns = model.__table__.c
-    return record_type(**{name: value for name, value in values.items() if name in columns})
+    return record_type(**dict(zip(names, row, strict=False)))
 
 
 def _is_json(column: Column) -> bool:

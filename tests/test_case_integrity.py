@@ -15,8 +15,10 @@ from sqlalchemy.engine import make_url
 from sqlmodel import func, select
 
 from referral.cases.lifecycle import CaseFacts, TransitionRequest, evaluate
+from referral.cases.repository import insert_case, insert_row
+from referral.crypto import open_field
 from referral.models import CaseFile, CaseTransition
-from tests.case_world import etag, force_state, make_town, new_case, referral_body, submit
+from tests.case_world import etag, force_state, make_town, move, new_case, referral_body, submit
 
 
 @pytest.fixture
@@ -187,6 +189,58 @@ async def test_a_rereferral_counts_as_the_same_person_in_the_statistics(client, 
         person = dict(rows.all())
     assert person[ids[0]] == person[ids[1]]
     assert person[ids[2]] not in (person[ids[0]], None)
+
+
+async def test_an_intake_stores_the_case_whole(client, app, town):
+    """The case is written by a plain INSERT (ADR 0017): every column is what the model
+    would have written, and the identity is sealed to this case's row."""
+    case_id = await new_case(client, town.referrer, referral_body(given="Plotë", family="Rreshti"))
+    async with app.state.sessionmaker() as session:
+        case = await session.get(CaseFile, uuid.UUID(case_id))
+    assert (case.state, case.version, case.municipality_id) == (
+        "submitted",
+        1,
+        town.municipality_id,
+    )
+    assert (case.referrer_user_id, case.referrer_organisation_id) == (
+        town.referrer.id,
+        town.referrer.account.organisation_id,
+    )
+    assert case.created_at == case.updated_at == case.submitted_at is not None
+    assert case.stat_person is not None
+    assert case.blind_index
+    later_stages = ("screening", "assessment", "panel", "consent_pending", "support")
+    assert all(getattr(case, f"{stage}_at") is None for stage in later_stages)
+    assert (case.closure_outcome, case.legal_hold_at, case.purged_at) == (None, None, None)
+    ring = app.state.case_keys.ring
+    assert open_field(ring, case, "given_name") == "Plotë"
+    assert "Plotë" not in case.given_name_enc
+
+
+async def test_a_transition_row_says_who_moved_the_case_and_seals_the_reason(client, app, town):
+    case_id = await new_case(client, town.referrer)
+    reason = "Synthetic reason: the screening can start today."
+    moved = await move(client, town.coordinator, case_id, "screening", reason=reason)
+    assert moved.status_code == 200, moved.text
+    async with app.state.sessionmaker() as session:
+        found = select(CaseTransition).where(CaseTransition.case_id == uuid.UUID(case_id))
+        [row] = (await session.exec(found)).all()
+    assert (row.from_state, row.to_state) == ("submitted", "screening")
+    assert (row.actor_user_id, row.actor_role, row.immediate_risk) == (
+        town.coordinator.id,
+        "coordinator",
+        False,
+    )
+    assert row.occurred_at is not None
+    assert reason not in row.reason_enc
+    assert open_field(app.state.case_keys.ring, row, "reason") == reason
+
+
+async def test_a_plain_insert_refuses_a_missing_or_unknown_column():
+    with pytest.raises(ValueError, match="occurred_at"):
+        await insert_row(None, CaseTransition, id=uuid.uuid4(), case_id=uuid.uuid4())
+    with pytest.raises(ValueError, match="given_name"):
+        await insert_case(None, id=uuid.uuid4(), given_name="Sintetik")
 
 
 async def test_rereferral_hints_stay_inside_the_coordinators_municipality(client, world, town):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from referral.crypto import (
     CryptoError,
     KeyRing,
     KeyRingError,
+    _b64decode,
     blind_index,
     generate_key_entry,
     normalise_name,
@@ -52,6 +56,29 @@ def test_a_ciphertext_moved_to_another_place_does_not_decrypt(elsewhere):
     token = ring.encrypt("secret", table="case_file", column="given_name", row_id=ROW)
     with pytest.raises(CryptoError):
         ring.decrypt(token, **elsewhere)
+
+
+@given(st.binary(max_size=200))
+def test_the_base64_decoder_answers_as_the_standard_librarys(raw):
+    text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert _b64decode(text) == raw
+
+
+@pytest.mark.parametrize("text", ["a", "ab$c", "é", "abcde"])
+def test_the_base64_decoder_refuses_what_the_standard_library_refuses(text):
+    with pytest.raises(ValueError, match=r"."):
+        base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    with pytest.raises(ValueError, match=r"."):
+        _b64decode(text)
+
+
+@pytest.mark.parametrize("prefix", ["v2", "v01", "x1", "", "v"])
+def test_a_ciphertext_of_no_key_in_the_ring_does_not_decrypt(prefix):
+    ring = _ring(generate_key_entry(1))
+    token = ring.encrypt("Sintetik", table="case_file", column="given_name", row_id=ROW)
+    forged = prefix + token[token.index(".") :]
+    with pytest.raises(CryptoError):
+        ring.decrypt(forged, table="case_file", column="given_name", row_id=ROW)
 
 
 def test_tampering_is_detected():
