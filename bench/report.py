@@ -65,7 +65,13 @@ def _run_section(run: dict) -> list[str]:
         f"{memory['rss_mib']} MiB (target < {MEMORY_LIMIT_MIB} MiB: "
         f"{_mark(memory['peak_rss_mib'] < MEMORY_LIMIT_MIB)}).",
         f"- Seeding: {run['seed_seconds']} s for {run['cases']:,} cases and "
-        f"{run['audit_events']:,} chained audit events.",
+        f"{run['audit_events']:,} chained audit events"
+        + (
+            f", and {run['transition_pool']:,} fresh referrals for the transitions to move."
+            if "transition_pool" in run
+            else "."
+        ),
+        *_short_runs(run),
     ]
     pgbench = run.get("pgbench_audited_read")
     if pgbench and "tps" in pgbench:
@@ -95,6 +101,18 @@ def _run_section(run: dict) -> list[str]:
     elif pgbench:
         lines.append(f"- pgbench: not measured ({pgbench})")
     return [*lines, ""]
+
+
+def _short_runs(run: dict) -> list[str]:
+    """A scenario that stopped before its time: the transitions used up their cases. Its
+    figures hold for the time it ran."""
+    planned = run["seconds_per_scenario"]
+    return [
+        f"- **{LABELS.get(s['scenario'], s['scenario'])} ran {s['seconds']:g} s of "
+        f"{planned:g}**: it used up the cases it had to move."
+        for s in run["scenarios"]
+        if s.get("seconds", planned) < 0.95 * planned
+    ]
 
 
 def _side_by_side(run: dict) -> list[str]:

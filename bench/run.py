@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from bench.report import render
-from bench.seed import seed_cases
+from bench.seed import SUBMITTED_POOL, seed_cases
 from referral import migrate
 from referral.audit import chain
 from referral.audit.sealer import SEALER_OPTION
@@ -62,6 +62,7 @@ RESULTS = ROOT / "bench" / "results.json"
 SCENARIOS = ("ceiling", "login", "read", "list", "intake", "transition", "stats", "ceiling")
 SCALE_SCENARIOS = ("read", "list", "intake", "transition", "stats")
 SCALE_ROUNDS = 2
+POOL_RATE = 1_000  # transitions a second that the pool must last for; measured: 450-650
 BENCH_DIR = ROOT / "var" / "bench"
 
 
@@ -73,10 +74,10 @@ def bench_settings(database_url: str) -> Settings:
     )
 
 
-async def prepare(settings: Settings, cases: int) -> dict:
+async def prepare(settings: Settings, cases: int, pool: int) -> dict:
     engine = create_engine(settings)
     try:
-        seeded = await seed_cases(engine, settings, cases)
+        seeded = await seed_cases(engine, settings, cases, pool=pool)
         sessions = create_sessionmaker(engine)
         policy = load_reporting_policy(ROOT / "policies" / "reporting.yaml")
         started = time.perf_counter()
@@ -201,6 +202,13 @@ def split(items: list, weights: list[float], most: int = 20_000) -> list[list]:
         shares.append(items[start : start + size])
         start += size
     return shares
+
+
+def transition_pool(seconds: float) -> int:
+    """Fresh referrals enough for `seconds` of transitions (warm-ups included) at
+    POOL_RATE each second: a transition moves a case once, and a run that uses up its
+    cases stops early (the report says so)."""
+    return max(SUBMITTED_POOL, int(POOL_RATE * seconds))
 
 
 def scale_seconds(args: argparse.Namespace) -> float:
@@ -393,10 +401,15 @@ def main() -> None:
     try:
         migrate.upgrade(database.url)
         settings = bench_settings(database.url)
+        # the main run takes the first share of the transition pool, each scale round another
+        rounds = [args.warmup + scale_seconds(args)] * (SCALE_ROUNDS if args.baseline else 0)
+        main_seconds = args.warmup + args.seconds
+        pool = transition_pool(main_seconds + sum(rounds))
         print(f"seeding {args.cases:,} cases into {result['database']} …", flush=True)
-        prepared = asyncio.run(prepare(settings, args.cases))
+        prepared = asyncio.run(prepare(settings, args.cases, pool))
         seeded = prepared["seeded"]
         result.update(
+            transition_pool=seeded["transition_pool"],
             seed_seconds=seeded["seconds"],
             audit_events=seeded["audit_events"],
             snapshot=prepared["snapshot"],
@@ -413,15 +426,15 @@ def main() -> None:
             migrate.upgrade(baseline.url)
             baseline_settings = bench_settings(baseline.url)
             print(f"seeding the {args.baseline:,}-case baseline …", flush=True)
-            baseline_prepared = asyncio.run(prepare(baseline_settings, args.baseline))
+            baseline_prepared = asyncio.run(
+                prepare(baseline_settings, args.baseline, transition_pool(sum(rounds)))
+            )
 
         base = f"http://127.0.0.1:{args.port}"
         process = start_server(settings, args.workers, args.port, BENCH_DIR / "server.log")
         tokens = sign_in(base, seeded["actors"])
-        # the main run takes the first share of the transition pool, each scale round another
-        rounds = [args.warmup + scale_seconds(args)] * (SCALE_ROUNDS if args.baseline else 0)
-        transition_pool = split(prepared["transition_ids"], [args.warmup + args.seconds, *rounds])
-        plan = make_plan(tokens, seeded, prepared, transition_pool[0])
+        shares = split(prepared["transition_ids"], [main_seconds, *rounds])
+        plan = make_plan(tokens, seeded, prepared, shares[0])
         plan_file = write_plan("plan", plan)
         scenarios = []
         for name in SCENARIOS:
@@ -439,7 +452,7 @@ def main() -> None:
             small_process = start_server(baseline_settings, args.workers, args.port + 1, small_log)
             small_tokens = sign_in(small_base, baseline_prepared["seeded"]["actors"])
             small_pool = split(baseline_prepared["transition_ids"], rounds)
-            large_plans = [make_plan(tokens, seeded, prepared, ids) for ids in transition_pool[1:]]
+            large_plans = [make_plan(tokens, seeded, prepared, ids) for ids in shares[1:]]
             small_plans = [
                 make_plan(small_tokens, baseline_prepared["seeded"], baseline_prepared, ids)
                 for ids in small_pool

@@ -34,8 +34,11 @@ OUTCOMES = (
 CHUNK = 5000
 
 
-async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> dict:
-    """`cases` synthetic referrals over the two years before today, in every state."""
+async def seed_cases(
+    engine, settings: Settings, cases: int, seed: int = 1, pool: int | None = None
+) -> dict:
+    """`cases` synthetic referrals over the two years before today, in every state, and
+    `pool` fresh ones in the bench municipality for the transition scenario to move."""
     # Reproducible synthetic data, nothing secret.
     rng = random.Random(seed)  # nosec B311
     ring, blind_key = settings.key_ring, settings.blind_index_secret
@@ -97,7 +100,8 @@ async def seed_cases(engine, settings: Settings, cases: int, seed: int = 1) -> d
         async with engine.begin() as connection:
             await connection.execute(insert(CaseFile), rows)
     actors = await _seed_actors(engine, ring, users[0], password)
-    pool = await _seed_submitted_pool(engine, rng, ring, blind_key, users[0], people, now)
+    size = SUBMITTED_POOL if pool is None else pool
+    pool = await _seed_submitted_pool(engine, rng, ring, blind_key, users[0], people, now, size)
     events = await _seed_audit_trail(engine, settings, rng, users, actors, now)
     await _settle(engine)
     return {
@@ -203,10 +207,10 @@ async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict
     }
 
 
-async def _seed_submitted_pool(engine, rng, ring, blind_key, referrer, people, now) -> int:
+async def _seed_submitted_pool(engine, rng, ring, blind_key, referrer, people, now, size) -> int:
     """Fresh referrals in the bench municipality, for the transition scenario to move on."""
     rows = []
-    for _ in range(SUBMITTED_POOL):
+    for _ in range(size):
         row = _case(rng, ring, blind_key, [referrer], people, now)
         row.update(state="submitted", closure_outcome=None, closed_at=None, submitted_at=now)
         row.update({f"{s}_at": None for s in ("screening", "assessment", "panel")})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.report import render
-from bench.run import split
+from bench.run import POOL_RATE, SUBMITTED_POOL, split, transition_pool
 
 
 def test_the_transition_pool_is_shared_out_by_run_time_without_overlap():
@@ -11,9 +11,22 @@ def test_the_transition_pool_is_shared_out_by_run_time_without_overlap():
     assert [len(s) for s in split(list(range(100_000)), [12, 7], most=500)] == [500, 500]
 
 
-def _run(cases: int, p50: float, scale: dict | None = None) -> dict:
+def test_the_transition_pool_lasts_for_every_run_that_takes_from_it():
+    # the main run (2 + 10 s) and two scale rounds (2 + 5 s each)
+    assert transition_pool(12 + 7 + 7) == 26 * POOL_RATE
+    assert transition_pool(1) == SUBMITTED_POOL
+
+
+def test_a_scenario_that_ran_out_of_cases_is_called_short():
+    short = _run(10_000, 20, seconds=5.22)
+    assert "**audited case read ran 5.22 s of 10**" in render([short])
+    assert " s of 10**" not in render([_run(10_000, 20)])
+
+
+def _run(cases: int, p50: float, scale: dict | None = None, seconds: float = 10) -> dict:
     scenario = {
         "scenario": "read",
+        "seconds": seconds,
         "throughput_rps": 100.0,
         "p50_ms": p50,
         "p95_ms": p50,
