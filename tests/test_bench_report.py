@@ -23,6 +23,13 @@ def test_a_scenario_that_ran_out_of_cases_is_called_short():
     assert " s of 10**" not in render([_run(10_000, 20)])
 
 
+def test_the_summary_names_the_scenarios_whose_p99_is_over_the_limit():
+    slow, fast = _run(10_000, 120), _run(1_000_000, 60)
+    rows = [line for line in render([slow, fast]).splitlines() if line.startswith("| 2026")]
+    assert rows[0].endswith("| missed: read | 1 |")
+    assert rows[1].endswith("| met | 1 |")
+
+
 def _run(cases: int, p50: float, scale: dict | None = None, seconds: float = 10) -> dict:
     scenario = {
         "scenario": "read",
