@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from bench.report import render
-from bench.seed import SUBMITTED_POOL, seed_cases
+from bench.seed import SUBMITTED_POOL, seed_cases, seed_records
 from referral import migrate
 from referral.audit import chain
 from referral.audit.sealer import SEALER_OPTION
@@ -96,6 +96,7 @@ async def prepare(settings: Settings, cases: int, pool: int) -> dict:
             read_ids = (await session.exec(in_town.limit(5000))).all()
             pool = in_town.where(CaseFile.state == "submitted").order_by(CaseFile.id.desc())
             transition_ids = (await session.exec(pool)).all()
+        read_records = await seed_records(engine, settings, read_ids)
         return {
             "seeded": seeded,
             "snapshot": {
@@ -110,6 +111,7 @@ async def prepare(settings: Settings, cases: int, pool: int) -> dict:
                 "rechecked": verification.rechecked,
             },
             "read_ids": [str(i) for i in read_ids],
+            "read_records": read_records,
             "transition_ids": [str(i) for i in transition_ids],
         }
     finally:
@@ -243,6 +245,32 @@ def compare_scales(servers: dict[str, tuple[str, list[dict]]], args: argparse.Na
         for name, runs in p50.items()
     }
     return {"rounds": SCALE_ROUNDS, "seconds": short.seconds, "scenarios": scenarios}
+
+
+def against_ceiling(scenarios: list[dict]) -> dict:
+    """The ceiling (the mean of its runs) and every other scenario with its throughput and
+    latencies as ratios to the ceiling's: throughput a share of it, latency a multiple."""
+    runs = [s for s in scenarios if s["scenario"] == "ceiling"]
+    ceiling = {k: sum(r[k] for r in runs) / len(runs) for k in ("throughput_rps", *_LATENCIES)}
+    measured = [
+        s
+        | {
+            "ratio_to_ceiling": {
+                "throughput": round(s["throughput_rps"] / ceiling["throughput_rps"], 4),
+                **{k[:3]: round(s[k] / ceiling[k], 1) for k in _LATENCIES},
+            }
+        }
+        for s in scenarios
+        if s["scenario"] != "ceiling"
+    ]
+    return {
+        "ceiling_rps": round(ceiling["throughput_rps"], 1),
+        "scenarios": measured,
+        "ceiling_runs": runs,
+    }
+
+
+_LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
 
 
 def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -> dict:
@@ -410,6 +438,8 @@ def main() -> None:
         seeded = prepared["seeded"]
         result.update(
             transition_pool=seeded["transition_pool"],
+            read_cases=len(prepared["read_ids"]),
+            read_records=prepared["read_records"],
             seed_seconds=seeded["seconds"],
             audit_events=seeded["audit_events"],
             snapshot=prepared["snapshot"],
@@ -442,10 +472,7 @@ def main() -> None:
             print(json.dumps(outcome), flush=True)
             scenarios.append(outcome)
         result["server_memory"] = memory_mib(process.pid)
-        ceilings = [s["throughput_rps"] for s in scenarios if s["scenario"] == "ceiling"]
-        result["ceiling_rps"] = round(sum(ceilings) / len(ceilings), 1)
-        result["scenarios"] = [s for s in scenarios if s["scenario"] != "ceiling"]
-        result["ceiling_runs"] = [s for s in scenarios if s["scenario"] == "ceiling"]
+        result.update(against_ceiling(scenarios))
         if args.baseline:
             small_base = f"http://127.0.0.1:{args.port + 1}"
             small_log = BENCH_DIR / "server-baseline.log"

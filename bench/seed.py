@@ -16,9 +16,19 @@ from referral.audit.chain import GENESIS, compute_hash
 from referral.auth import totp
 from referral.auth.passwords import hash_password_sync
 from referral.config import Settings
-from referral.crypto import blind_index
+from referral.crypto import blind_index, sealed_columns
 from referral.demo.seed import MUNICIPALITIES, municipality_code
-from referral.models import AuditChainHead, AuditEvent, CaseFile, Municipality, Organisation, User
+from referral.models import (
+    AuditChainHead,
+    AuditEvent,
+    CaseAssessment,
+    CaseFile,
+    CaseNote,
+    CaseScreening,
+    Municipality,
+    Organisation,
+    User,
+)
 from referral.models.base import uuid7
 from referral.models.enums import AgeBand, Agency, Concern, Gender, Urgency
 
@@ -339,3 +349,61 @@ def _case(rng, ring, blind_key, users, people, now) -> dict:
     }
     row.update(stamps)
     return row
+
+
+NOTES_PER_READ_CASE = 2
+
+
+async def seed_records(engine: AsyncEngine, settings: Settings, case_ids: list) -> int:
+    """The records a coordinator's read returns, for the cases the read scenario reads: two
+    notes each, the screening of a case that reached screening, and an assessment of one
+    that reached assessment, each sealed to its own row. Without them a read decrypts and
+    returns nothing but the case itself."""
+    ring, now = settings.key_ring, datetime.now(UTC)
+    async with engine.connect() as connection:
+        by_name = select(User.id).where(User.username == "bench.coordinator")
+        author = (await connection.execute(by_name)).scalar_one()
+        reached = select(CaseFile.id, CaseFile.screening_at, CaseFile.assessment_at)
+        cases = (await connection.execute(reached.where(CaseFile.id.in_(case_ids)))).all()
+    written = {CaseNote: [], CaseScreening: [], CaseAssessment: []}
+    by = {"author_agency": "municipality"}
+    for case_id, screened_at, assessed_at in cases:
+        for number in range(1, NOTES_PER_READ_CASE + 1):
+            body = f"[BENCH] synthetic note {number}: a home visit was arranged and held."
+            written[CaseNote].append(
+                _sealed_row(ring, CaseNote, case_id, body=body)
+                | by
+                | {"section": "general", "kind": "note", "author_user_id": author}
+                | {"created_at": now}
+            )
+        if screened_at is not None:
+            summary = "[BENCH] synthetic screening: the referral meets the threshold."
+            written[CaseScreening].append(
+                _sealed_row(ring, CaseScreening, case_id, summary=summary)
+                | {"rereferrals_reviewed": True, "recorded_by": author, "recorded_at": now}
+            )
+        if assessed_at is not None:
+            factors = json.dumps(
+                [
+                    {"dimension": "engagement", "factor": "online_content", "score": 2},
+                    {"dimension": "intent", "factor": "expressed_grievance", "score": 1},
+                    {"dimension": "capability", "factor": "peer_network", "score": 1},
+                ]
+            )
+            summary = "[BENCH] synthetic assessment: moderate engagement, low intent."
+            written[CaseAssessment].append(
+                _sealed_row(ring, CaseAssessment, case_id, factors=factors, summary=summary)
+                | by
+                | {"section": "general", "author_user_id": author, "assessed_at": now}
+            )
+    for model, rows in written.items():
+        for start in range(0, len(rows), CHUNK):
+            async with engine.begin() as connection:
+                await connection.execute(insert(model), rows[start : start + CHUNK])
+    return sum(len(rows) for rows in written.values())
+
+
+def _sealed_row(ring, model, case_id, **fields: str) -> dict:
+    row_id = uuid7()
+    sealed = sealed_columns(ring, model.__tablename__, row_id, **fields)
+    return {"id": row_id, "case_id": case_id, **sealed}

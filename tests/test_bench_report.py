@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.report import render
-from bench.run import POOL_RATE, SUBMITTED_POOL, split, transition_pool
+from bench.run import POOL_RATE, SUBMITTED_POOL, against_ceiling, split, transition_pool
 
 
 def test_the_transition_pool_is_shared_out_by_run_time_without_overlap():
@@ -15,6 +15,27 @@ def test_the_transition_pool_lasts_for_every_run_that_takes_from_it():
     # the main run (2 + 10 s) and two scale rounds (2 + 5 s each)
     assert transition_pool(12 + 7 + 7) == 26 * POOL_RATE
     assert transition_pool(1) == SUBMITTED_POOL
+
+
+def test_each_scenario_is_recorded_as_ratios_to_the_ceiling():
+    ceiling = {"throughput_rps": 1000.0, "p50_ms": 2.0, "p95_ms": 3.0, "p99_ms": 4.0}
+    read = {"throughput_rps": 75.0, "p50_ms": 40.0, "p95_ms": 54.0, "p99_ms": 70.0}
+    found = against_ceiling(
+        [
+            {"scenario": "ceiling", **ceiling},
+            {"scenario": "read", **read},
+            {"scenario": "ceiling", **ceiling, "throughput_rps": 1500.0},
+        ]
+    )
+    assert found["ceiling_rps"] == 1250.0
+    assert [s["scenario"] for s in found["scenarios"]] == ["read"]
+    assert found["scenarios"][0]["ratio_to_ceiling"] == {
+        "throughput": 0.06,
+        "p50": 20.0,
+        "p95": 18.0,
+        "p99": 17.5,
+    }
+    assert len(found["ceiling_runs"]) == 2
 
 
 def test_a_scenario_that_ran_out_of_cases_is_called_short():
@@ -51,7 +72,7 @@ def _run(cases: int, p50: float, scale: dict | None = None, seconds: float = 10)
         "seconds_per_scenario": 10,
         "command": "make bench",
         "ceiling_rps": 1000.0,
-        "ceiling_runs": [{"throughput_rps": 1000.0, "p99_ms": 5}],
+        "ceiling_runs": [{"throughput_rps": 1000.0, "p50_ms": 2, "p95_ms": 3, "p99_ms": 5}],
         "scenarios": [scenario],
         "verify": {"events": 1, "seconds": 1, "events_per_second": 1},
         "snapshot": {"seconds": 1, "cells": 1, "suppressed": 0},
