@@ -151,7 +151,7 @@ def seal_field(ring: KeyRing, obj: object, field: str, value: str | None) -> Non
 
 
 def sealed_columns(
-    ring: KeyRing, table: str, row_id: uuid.UUID, **values: str | None
+    ring: KeyRing, table: str, row_id: uuid.UUID, /, **values: str | None
 ) -> dict[str, str | None]:
     """`{"<field>_enc": ciphertext}` for each field of a row about to be inserted, each
     bound to the table, field and row id, as `seal_field` does for a loaded object."""
