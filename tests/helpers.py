@@ -60,6 +60,7 @@ async def scratch_app(settings: Settings, tmp_path: Path, label: str) -> AsyncIt
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield app, client, own, database
         finally:
+            await app.state.sealer.finished()
             await app.state.engine.dispose()
     finally:
         await asyncio.to_thread(database.drop)

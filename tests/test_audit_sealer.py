@@ -4,6 +4,8 @@ a staged row not written with the audit key is never chained and fails verificat
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, text
 from sqlalchemy.exc import DBAPIError
@@ -73,6 +75,29 @@ async def test_a_failed_round_leaves_the_events_staged_and_the_next_round_chains
     assert await _staged_ids(app) == []
     result = await _verify(app)
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason
+
+
+async def test_events_staged_in_an_outage_are_chained_once_the_database_is_back(
+    trail, failing_rounds
+):
+    app, client, _ = trail
+    await _denied(client)  # its round fails: the event stays staged
+    assert len(await _staged_ids(app)) == 1
+    failing_rounds.undo()  # the database is back, and no request comes
+    for _ in range(100):
+        if not await _staged_ids(app):
+            break
+        await asyncio.sleep(0.1)
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 1, 0), result.reason
+
+
+async def test_shutting_down_does_not_wait_for_a_database_that_is_gone(trail, failing_rounds):
+    app, client, _ = trail
+    await _denied(client)
+    await asyncio.wait_for(app.state.sealer.finished(), timeout=2)
+    assert len(await _staged_ids(app)) == 1  # for the next process's first round
 
 
 async def test_a_staged_event_edited_before_it_is_chained_is_refused(trail, failing_rounds):

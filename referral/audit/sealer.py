@@ -4,6 +4,10 @@ A request commits its events to `audit_staged` with its change, then waits here.
 at a time chains every staged event under the head row's lock; the requests that arrived
 meanwhile are served by the next round together. The head is locked once per round instead
 of once per request, and never while a request's own transaction is open.
+
+A round that fails (the database is gone) leaves the events staged. Rounds are then tried
+again, less and less often, until one succeeds, whether or not a request is waiting: events
+staged during an outage are chained once the database is back, not at the next request.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ logger = logging.getLogger("referral.audit")
 # What the capture of a request's statements (bench/run.py) leaves out: the round's
 # statements belong to many requests at once.
 SEALER_OPTION = "audit_sealer"
-_AFTER_A_FAILURE = 0.2  # seconds
+_AFTER_A_FAILURE = 0.2  # seconds before a database that just failed is asked again
+_RETRY_AT_MOST = 30.0  # seconds between tries while no request waits
 
 
 class Sealer:
@@ -30,6 +35,8 @@ class Sealer:
         self._wait_seconds = wait_seconds
         self._waiting: list[asyncio.Future[None]] = []
         self._rounds: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None  # ends a pause between tries
+        self._closing = False
 
     async def sealed(self) -> None:
         """Return once every event committed before this call is chained.
@@ -40,6 +47,7 @@ class Sealer:
         change committed."""
         done = asyncio.get_running_loop().create_future()
         self._waiting.append(done)
+        self._wake()
         self.start()
         try:
             await asyncio.wait_for(asyncio.shield(done), self._wait_seconds)
@@ -52,21 +60,42 @@ class Sealer:
             self._rounds = asyncio.create_task(self._run())
 
     async def finished(self) -> None:
-        """Wait for a round in progress (at shutdown, before the engine goes)."""
+        """Wait for a round in progress, and try no more (at shutdown, before the engine
+        goes). What is still staged is chained by the next process's first round."""
+        self._closing = True
+        self._wake()
         if self._rounds is not None:
             await asyncio.wait([self._rounds])
 
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def _run(self) -> None:
+        failures = 0
         while True:
             waiting, self._waiting = self._waiting, []
             failed = not await self._round()
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
-            if not self._waiting:
+            failures = failures + 1 if failed else 0
+            if not failed and not self._waiting:
                 return
             if failed:  # a database that just failed is not asked again at once
                 await asyncio.sleep(_AFTER_A_FAILURE)
+                if not self._waiting and not self._closing:
+                    await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2**failures))
+            if self._closing and not self._waiting:
+                return
+
+    async def _pause(self, seconds: float) -> None:
+        """Until the next try: `seconds`, or less if a request comes to wait or we close."""
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait([self._wakeup], timeout=seconds)
+        finally:
+            self._wakeup = None
 
     async def _round(self) -> bool:
         try:
