@@ -55,7 +55,8 @@ class Sealer:
             logger.warning("audit events are staged but not yet chained; a later round will")
 
     def start(self) -> None:
-        """Run rounds until no one is waiting (also on startup, for events left staged)."""
+        """Run rounds until no one is waiting and the last round succeeded (also on startup,
+        for events left staged)."""
         if self._rounds is None or self._rounds.done():
             self._rounds = asyncio.create_task(self._run())
 
@@ -85,7 +86,7 @@ class Sealer:
             if failed:  # a database that just failed is not asked again at once
                 await asyncio.sleep(_AFTER_A_FAILURE)
                 if not self._waiting and not self._closing:
-                    await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2**failures))
+                    await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2 ** min(failures, 8)))
             if self._closing and not self._waiting:
                 return
 
