@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from referral.models import AuditEvent
 from referral.models.enums import Agency, Role
-from tests.conftest import enrol
+from tests.conftest import bearer, credentials, enrol
 from tests.routes import api_routes, concrete_path
 
 NON_ADMIN_ROLES = [r for r in Role if r is not Role.admin]
@@ -306,3 +306,62 @@ async def test_admin_sees_no_case_data_anywhere(client, app, signed_in):
             continue
         response = await client.get(concrete_path(info), headers=admin)
         assert response.status_code in (403, 404), info.path
+
+
+async def _reset_second_factor(client, admin: dict, user_id, etag: str | None) -> object:
+    headers = {**admin, **({"If-Match": etag} if etag else {})}
+    return await client.post(f"{USERS}/{user_id}/second-factor/reset", headers=headers)
+
+
+async def test_a_second_factor_reset_makes_the_user_enrol_again(client, app, signed_in):
+    admin_account, admin = await signed_in(Role.admin)
+    target, target_headers = await signed_in(Role.coordinator)
+    old_code = target.next_code()
+    etag = (await client.get(f"{USERS}/{target.id}", headers=admin)).headers["etag"]
+
+    assert (await _reset_second_factor(client, admin, target.id, None)).status_code == 428
+    reset = await _reset_second_factor(client, admin, target.id, etag)
+    assert reset.status_code == 204, reset.text
+
+    # their sessions ended, and the old authenticator no longer signs them in
+    assert (await client.get("/api/v1/auth/me", headers=target_headers)).status_code == 401
+    form = {"username": target.username, "password": target.password, "totp_code": old_code}
+    again = await client.post("/api/v1/auth/token", data=form)
+    assert again.status_code == 403, again.text
+    assert again.json()["type"].endswith("second-factor-enrolment-required")
+    secret, tokens = await enrol(client, again.json()["enrolment_token"])
+    assert secret != target.totp_secret
+    me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
+    assert me.json()["id"] == str(target.id)
+
+    async with app.state.sessionmaker() as s:
+        found = select(AuditEvent).where(AuditEvent.action == "admin.user.reset_second_factor")
+        events = [e for e in (await s.exec(found)).all() if e.resource_ids == [str(target.id)]]
+    assert [(e.actor_user_id, e.outcome) for e in events] == [(admin_account.id, "allowed")]
+
+
+async def test_a_stale_second_factor_reset_changes_nothing(client, signed_in):
+    _, admin = await signed_in(Role.admin)
+    target, target_headers = await signed_in(Role.coordinator)
+    url = f"{USERS}/{target.id}"
+    etag = (await client.get(url, headers=admin)).headers["etag"]
+    renamed = await client.patch(
+        url, json={"display_name": "Renamed"}, headers={**admin, "If-Match": etag}
+    )
+    assert renamed.status_code == 200
+    assert (await _reset_second_factor(client, admin, target.id, etag)).status_code == 412
+    assert (await client.get("/api/v1/auth/me", headers=target_headers)).status_code == 200
+    assert (await client.post("/api/v1/auth/token", data=credentials(target))).status_code == 200
+
+
+async def test_an_administrator_cannot_reset_their_own_second_factor(client, app, signed_in):
+    admin_account, admin = await signed_in(Role.admin)
+    etag = (await client.get(f"{USERS}/{admin_account.id}", headers=admin)).headers["etag"]
+    refused = await _reset_second_factor(client, admin, admin_account.id, etag)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get("/api/v1/auth/me", headers=admin)).status_code == 200
+    async with app.state.sessionmaker() as s:
+        mine = select(AuditEvent).where(AuditEvent.actor_user_id == admin_account.id)
+        denied = [e for e in (await s.exec(mine)).all() if e.outcome == "denied"]
+    assert [(e.status_code, e.resource_ids) for e in denied] == [(403, [str(admin_account.id)])]

@@ -24,6 +24,7 @@ from referral.admin.schemas import (
 from referral.authz.dependencies import Access, authorize
 from referral.concurrency import expected_version, set_etag
 from referral.db import SessionDep
+from referral.errors import Forbidden
 from referral.models import Municipality, Organisation, User
 from referral.pagination import Page, PageParams, page_params
 from referral.routing import ProblemRoute
@@ -228,6 +229,33 @@ async def update_user(
     )
     set_etag(response, user.version)
     return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/users/{user_id}/second-factor/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Clear a user's second factor: they enrol again at their next sign-in (If-Match)",
+)
+async def reset_second_factor(
+    request: Request,
+    session: SessionDep,
+    user_id: uuid.UUID,
+    access: _auth("user", "reset_second_factor"),
+) -> Response:
+    user = await service.get_visible(session, access, User, user_id)
+    if user.id == access.actor.user_id:
+        # otherwise a stolen administrator's password would be enough to drop their factor
+        raise Forbidden("Another administrator must reset your own second factor.")
+    await service.reset_second_factor(session, user, expected_version(request))
+    audit.record(
+        session,
+        request,
+        action="admin.user.reset_second_factor",
+        resource_type="user",
+        resource_ids=[user.id],
+        fields=["totp_secret_enc", "totp_enabled_at", "recovery_codes"],
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/users/{user_id}/password", status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.admin.schemas import (
@@ -21,7 +21,7 @@ from referral.authz.dependencies import Access
 from referral.authz.policy import AccessPolicy
 from referral.concurrency import versioned_update
 from referral.errors import Conflict, PreconditionFailed, invalid_field
-from referral.models import Municipality, Organisation, User
+from referral.models import Municipality, Organisation, RecoveryCode, User
 from referral.models.base import utcnow
 from referral.pagination import PageParams, keyset, split_page
 
@@ -150,6 +150,22 @@ async def update_user(
         await revoke_all_sessions(session, user.id, "account_changed")
     await session.refresh(user)
     return user, changed
+
+
+async def reset_second_factor(session: AsyncSession, user: User, version: int) -> None:
+    """Clear the account's second factor and its recovery codes, and end its sessions: the
+    user enrols again at their next sign-in, before they can do anything else."""
+    if user.version != version:
+        raise PreconditionFailed("The account was changed by someone else; read it again.")
+    user.totp_secret_enc = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    user.updated_at = utcnow()
+    user.version += 1
+    session.add(user)
+    await session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user.id))
+    await session.flush()
+    await revoke_all_sessions(session, user.id, "second_factor_reset")
 
 
 async def reset_password(session: AsyncSession, user: User, version: int, new: str) -> None:

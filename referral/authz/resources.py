@@ -50,7 +50,9 @@ RESOURCES: dict[str, ResourceSpec] = {
         ),
         ResourceSpec(
             "user",
-            frozenset({"list", "read", "create", "update", "reset_password"}),
+            frozenset(
+                {"list", "read", "create", "update", "reset_password", "reset_second_factor"}
+            ),
             model=User,
             municipality_attr="municipality_id",
             owner_attr="id",
