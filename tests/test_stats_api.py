@@ -13,11 +13,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import func, select
 
 from referral.models import AuditEvent, Municipality, StatsCell, StatsSnapshot, User
 from referral.models.enums import Agency, Role
 from tests.case_world import make_town
+from tests.databases import postgres_server_url
 from tests.helpers import cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +105,39 @@ async def test_snapshot_publishes_no_small_and_only_rounded_values(app, stats_wo
     assert all(v == 0 or v >= 10 for v in published)
     assert all(v % 5 == 0 for v in published)
     assert stats_world["snapshot"]["suppressed"] == sum(v is None for v in values)
+
+
+# SQLite has no TRUNCATE (an unqualified DELETE is its form of it)
+CHANGES = [
+    "UPDATE stats_cell SET value = 1000 WHERE value IS NOT NULL",
+    "UPDATE stats_snapshot SET as_of = '2000-01-01'",
+    "DELETE FROM stats_cell",
+    "DELETE FROM stats_snapshot",
+]
+if postgres_server_url():
+    CHANGES += ["TRUNCATE stats_cell CASCADE", "TRUNCATE stats_snapshot CASCADE"]
+
+
+@pytest.mark.parametrize("statement", CHANGES)
+async def test_a_published_snapshot_cannot_be_changed(app, stats_world, statement):
+    """A correction is a new snapshot: the published one, which answers quoted earlier came
+    from, is refused any change by the database itself."""
+    snapshot_id = uuid.UUID(stats_world["snapshot"]["id"])
+
+    async def published() -> list:
+        async with app.state.sessionmaker() as s:
+            cells = select(StatsCell.id, StatsCell.value).where(
+                StatsCell.snapshot_id == snapshot_id
+            )
+            return sorted((await s.exec(cells)).all())
+
+    before = await published()
+    async with app.state.engine.connect() as connection:
+        with pytest.raises(DBAPIError) as info:
+            await connection.execute(text(statement))
+        assert "published statistics are never changed" in str(info.value)
+        await connection.rollback()
+    assert await published() == before
 
 
 async def test_analyst_sees_own_municipality_only(client, stats_world):

@@ -126,6 +126,8 @@ async def build_snapshot(
             )
             publications.append((measure, await anyio.to_thread.run_sync(work, limiter=_limiter)))
 
+    # Counted before the snapshot is written: a published snapshot is never updated (the
+    # database refuses it), so it is inserted once, whole, and its cells after it.
     snapshot = StatsSnapshot(
         as_of=as_of,
         created_by=created_by,
@@ -133,8 +135,6 @@ async def build_snapshot(
         cells=0,
         suppressed=0,
     )
-    session.add(snapshot)
-    await session.flush()
     stored = []
     for measure, publication in publications:
         for cell in publication.cells:
@@ -151,7 +151,8 @@ async def build_snapshot(
             )
     snapshot.cells = len(stored)
     snapshot.suppressed = sum(c.value is None for c in stored)
-    session.add_all(stored)
     session.add(snapshot)
+    await session.flush()
+    session.add_all(stored)
     await session.flush()
     return snapshot
