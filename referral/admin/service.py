@@ -155,16 +155,9 @@ async def update_user(
 async def reset_second_factor(session: AsyncSession, user: User, version: int) -> None:
     """Clear the account's second factor and its recovery codes, and end its sessions: the
     user enrols again at their next sign-in, before they can do anything else."""
-    if user.version != version:
-        raise PreconditionFailed("The account was changed by someone else; read it again.")
-    user.totp_secret_enc = None
-    user.totp_enabled_at = None
-    user.totp_last_step = None
-    user.updated_at = utcnow()
-    user.version += 1
-    session.add(user)
+    cleared = dict.fromkeys(("totp_secret_enc", "totp_enabled_at", "totp_last_step"))
+    await versioned_update(session, User, user.id, version, cleared | {"updated_at": utcnow()})
     await session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user.id))
-    await session.flush()
     await revoke_all_sessions(session, user.id, "second_factor_reset")
 
 
