@@ -3,7 +3,7 @@ is on PUBLIC_ROUTES; tests/test_route_inventory.py fails the suite for any other
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from referral.admin.router import router as admin_router
 from referral.audit.router import router as audit_router
@@ -12,10 +12,10 @@ from referral.cases.router import router as cases_router
 from referral.health.router import router as health_router
 from referral.panels.router import router as panels_router
 from referral.retention.router import router as retention_router
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX
 from referral.stats.router import router as stats_router
 
-API_PREFIX = "/api/v1"
+__all__ = ["API_PREFIX", "PUBLIC_ROUTES", "mount"]
 
 # (method, path) pairs reachable without a token.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
@@ -36,10 +36,15 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
 
 
 def mount(app: FastAPI) -> None:
-    api = APIRouter(prefix=API_PREFIX, route_class=ProblemRoute)
+    """Puts every route in the app's own table, with its full path.
+
+    Each feature router carries the API prefix itself, so its routes are added as they are.
+    `include_router` would keep each router as a nested table, matched level by level on
+    every request: 4-5 % of the instructions of an audited read (ADR 0018)."""
     # A request is matched by trying routes in this order (no two paths overlap, so the order
-    # is free): the busiest first. Matching was about 5 % of an audited read's CPU.
-    features = (
+    # is free): the trivial health routes, then the busiest features first.
+    routers = (
+        health_router,
         cases_router,
         stats_router,
         panels_router,
@@ -48,7 +53,5 @@ def mount(app: FastAPI) -> None:
         audit_router,
         admin_router,
     )
-    for feature in features:
-        api.include_router(feature)
-    app.include_router(health_router)
-    app.include_router(api)
+    for router in routers:
+        app.router.routes.extend(router.routes)

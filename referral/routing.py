@@ -13,8 +13,11 @@ from typing import Any
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
+from referral.db import request_session, request_transaction
 from referral.errors import UnsupportedMediaType, problem_responses
 
+API_PREFIX = "/api/v1"
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -57,8 +60,21 @@ class ProblemRoute(APIRoute):
         }
         super().__init__(path, endpoint, **kwargs)
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    def get_route_handler(self) -> Handler:
+        return self._media_checked(self._in_transaction(super().get_route_handler()))
+
+    def _in_transaction(self, handler: Handler) -> Handler:
+        """The request's one transaction around dependencies and handler (db.py)."""
+        if not _needs_session(self.dependant):
+            return handler
+
+        async def handler_in_transaction(request: Request) -> Response:
+            async with request_transaction(request):
+                return await handler(request)
+
+        return handler_in_transaction
+
+    def _media_checked(self, handler: Handler) -> Handler:
         if self.body_field is None:
             return handler
         expects_form = isinstance(self.body_field.field_info, params.Form)
@@ -73,3 +89,14 @@ class ProblemRoute(APIRoute):
             return await handler(request)
 
         return checked_handler
+
+
+def _needs_session(dependant: Any) -> bool:
+    """Whether the route, or any dependency of it, takes the request's session."""
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if current.call is request_session:
+            return True
+        pending.extend(current.dependencies)
+    return False

@@ -27,9 +27,9 @@ from referral.db import SessionDep
 from referral.errors import Forbidden
 from referral.models import Municipality, Organisation, User
 from referral.pagination import Page, PageParams, page_params
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(prefix="/admin", tags=["admin"], route_class=ProblemRoute)
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], route_class=ProblemRoute)
 
 PageDep = Annotated[PageParams, Depends(page_params)]
 

@@ -24,9 +24,9 @@ from referral.errors import Conflict, NotFound
 from referral.models import AuditEvent, BreakGlassGrant
 from referral.models.base import utcnow
 from referral.pagination import MAX_LIMIT
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(prefix="/audit", tags=["audit"], route_class=ProblemRoute)
+router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"], route_class=ProblemRoute)
 
 
 def _can(action: str) -> Any:

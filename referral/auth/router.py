@@ -24,9 +24,9 @@ from referral.db import SessionDep
 from referral.errors import Forbidden, TooManyRequests, Unauthorized, problem_response
 from referral.models import AuthSession, RecoveryCode, User
 from referral.models.base import utcnow
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(prefix="/auth", tags=["auth"], route_class=ProblemRoute)
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=ProblemRoute)
 
 _BAD_LOGIN = "The username or password is not correct."
 

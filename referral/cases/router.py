@@ -43,16 +43,16 @@ from referral.cases.schemas import (
     WorklistItem,
     reference_of,
 )
-from referral.concurrency import expected_version, set_etag
+from referral.concurrency import etag, expected_version, set_etag
 from referral.crypto import open_field
 from referral.db import SessionDep
 from referral.errors import Conflict
 from referral.models import CaseAssessment, CaseFile, CaseNote, CaseReview
 from referral.models.enums import Urgency
 from referral.pagination import Page, PageParams, page_params
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(tags=["cases"], route_class=ProblemRoute)
+router = APIRouter(prefix=API_PREFIX, tags=["cases"], route_class=ProblemRoute)
 
 CaseView = ReferrerCaseView | CoordinatorCaseView | PanelCaseView
 OptionalVersion = Annotated[int | None, Depends(optional_version)]
@@ -88,6 +88,14 @@ async def _read(session, keys, access: Access, case_id: uuid.UUID, request: Requ
         session, access, case_id, request, _shows_rereferrals(access)
     )
     return case, views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
+
+
+def _case_response(view: CaseView, version: int) -> Response:
+    """The view sent as it is, with its ETag. It is built as the one type it must be, so
+    FastAPI's check against the union `CaseView` would only validate it again: 3 % of the
+    instructions of an audited read."""
+    headers = {"ETag": etag(version)}
+    return Response(view.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def _audit(session, request: Request, action: str, ids: list, fields=()) -> None:
@@ -172,7 +180,6 @@ async def list_cases(
 @router.get("/cases/{case_id}", response_model=CaseView, summary="A case, as your role sees it")
 async def read_case(
     request: Request,
-    response: Response,
     session: SessionDep,
     keys: KeysDep,
     case_id: uuid.UUID,
@@ -180,8 +187,7 @@ async def read_case(
 ) -> Any:
     case, view = await _read(session, keys, access, case_id, request)
     _audit(session, request, "read", [case.id], view.model_fields_set)
-    set_etag(response, case.version)
-    return view
+    return _case_response(view, case.version)
 
 
 @router.post(
@@ -191,7 +197,6 @@ async def read_case(
 )
 async def transition_case(
     request: Request,
-    response: Response,
     session: SessionDep,
     keys: KeysDep,
     case_id: uuid.UUID,
@@ -209,8 +214,7 @@ async def transition_case(
         [case.id, record.id],
         ["state", f"{record.to_state}_at", *(["reason"] if body.reason else [])],
     )
-    set_etag(response, case.version)
-    return await _view(session, keys, access, case)
+    return _case_response(await _view(session, keys, access, case), case.version)
 
 
 # --- notes and information ------------------------------------------------------------------

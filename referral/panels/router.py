@@ -19,9 +19,9 @@ from referral.panels.schemas import (
     PanelMeetingCreate,
     PanelMeetingOut,
 )
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(prefix="/panel-meetings", tags=["panels"], route_class=ProblemRoute)
+router = APIRouter(prefix=f"{API_PREFIX}/panel-meetings", tags=["panels"], route_class=ProblemRoute)
 
 
 def _can(action: str) -> Any:

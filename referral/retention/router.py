@@ -21,9 +21,11 @@ from referral.errors import Conflict
 from referral.models import AuditEvent
 from referral.models.base import utcnow
 from referral.retention.service import purge_case
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 
-router = APIRouter(prefix="/cases/{case_id}", tags=["data protection"], route_class=ProblemRoute)
+router = APIRouter(
+    prefix=f"{API_PREFIX}/cases/{{case_id}}", tags=["data protection"], route_class=ProblemRoute
+)
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=2000)]
 

@@ -5,6 +5,7 @@ import io
 from datetime import date
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
@@ -12,13 +13,13 @@ from referral import audit
 from referral.authz.dependencies import Access, authorize
 from referral.db import SessionDep
 from referral.errors import BadRequest, Conflict, invalid_field, problem_responses
-from referral.routing import ProblemRoute
+from referral.routing import API_PREFIX, ProblemRoute
 from referral.stats import service
 from referral.stats.disclosure import GateFailure
 from referral.stats.policy import ReportingPolicy
 from referral.stats.snapshot import FutureRelease, build_snapshot
 
-router = APIRouter(prefix="/stats", tags=["statistics"], route_class=ProblemRoute)
+router = APIRouter(prefix=f"{API_PREFIX}/stats", tags=["statistics"], route_class=ProblemRoute)
 
 
 def _can(action: str) -> Any:
@@ -114,7 +115,7 @@ async def query(
     ]
     if "text/csv" in request.headers.get("accept", ""):
         return _csv(measure, period, geography, table.dimensions, rows)
-    return {
+    answer = {
         "measure": measure,
         "period": period,
         "geography": geography,
@@ -125,6 +126,9 @@ async def query(
         "rounding_base": policy.rounding_base,
         "cells": rows,
     }
+    # Plain JSON values already: FastAPI's jsonable_encoder would walk every cell again
+    # before encoding it.
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 def _csv(measure, period, geography, dimensions, rows) -> Response:
