@@ -1,4 +1,5 @@
-"""The route class of every API route: refuses a body of the wrong media type with 415.
+"""The route class of every API route: opens the request's one transaction around the
+handler (db.request_transaction), and refuses a body of the wrong media type with 415.
 
 FastAPI on its own would hand a non-JSON body to validation and answer 422, which tells the
 client the wrong thing; 415 says "send JSON" (or a form, for the sign-in route).
@@ -7,7 +8,7 @@ client the wrong thing; 415 says "send JSON" (or a form, for the sign-in route).
 from __future__ import annotations
 
 import email.message
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from fastapi import Request, Response, params
@@ -45,7 +46,8 @@ CHANGING = (404, 409, 412, 428)
 
 
 class ProblemRoute(APIRoute):
-    """Refuses the wrong media type with 415; documents its problem+json error answers."""
+    """Opens the request's transaction; refuses the wrong media type with 415; documents its
+    problem+json error answers."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = set(kwargs.get("methods") or ())
@@ -91,12 +93,15 @@ class ProblemRoute(APIRoute):
         return checked_handler
 
 
+def dependency_calls(dependant: Any) -> Iterator[Any]:
+    """Every callable a route depends on, directly or through its dependencies."""
+    pending = list(getattr(dependant, "dependencies", []))
+    while pending:
+        dependency = pending.pop()
+        yield dependency.call
+        pending.extend(dependency.dependencies)
+
+
 def _needs_session(dependant: Any) -> bool:
     """Whether the route, or any dependency of it, takes the request's session."""
-    pending = [dependant]
-    while pending:
-        current = pending.pop()
-        if current.call is request_session:
-            return True
-        pending.extend(current.dependencies)
-    return False
+    return any(call is request_session for call in dependency_calls(dependant))

@@ -19,6 +19,7 @@ from referral.auth.dependencies import current_actor
 from referral.authz.actor import Actor
 from referral.authz.policy import AccessPolicy, Grant
 from referral.errors import Forbidden, NotFound
+from referral.routing import dependency_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,7 @@ class authorize:
 
 def route_permission(route: Any) -> str | None:
     """`resource.action` of the guard on a route (how its denials are named in the trail)."""
-    pending = list(getattr(getattr(route, "dependant", None), "dependencies", []))
-    while pending:
-        dependency = pending.pop()
-        if isinstance(dependency.call, authorize):
-            return f"{dependency.call.resource}.{dependency.call.action}"
-        pending.extend(dependency.dependencies)
+    for call in dependency_calls(getattr(route, "dependant", None)):
+        if isinstance(call, authorize):
+            return f"{call.resource}.{call.action}"
     return None
