@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from referral.models.enums import Agency
-from tests.case_world import etag, make_town, move, new_case, referral_body
+from tests.case_world import etag, force_state, make_town, move, new_case, referral_body
 
 
 @pytest.fixture
@@ -266,6 +266,48 @@ async def test_immediate_risk_goes_to_the_police_from_any_active_state(client, t
     )
     assert closed.status_code == 200
     assert closed.json()["closure_outcome"] == "referred_to_police"
+
+
+async def test_a_transitions_answer_is_the_case_as_read_right_after(client, app, town):
+    """The answer's records are read with the case, before the transition; a transition
+    that writes records of its own (post-exit reviews) must still answer with them."""
+    coordinator, referrer = town.coordinator, town.referrer
+
+    async def moved_and_read(actor, case_id: str, to: str, **extra) -> dict:
+        answer = await move(client, actor, case_id, to, **extra)
+        assert answer.status_code == 200, answer.text
+        read = await client.get(f"/api/v1/cases/{case_id}", headers=actor.headers)
+        assert answer.json() == read.json()
+        assert answer.headers["etag"] == read.headers["etag"]
+        return answer.json()
+
+    withdrawn = await new_case(client, referrer)
+    assert (await moved_and_read(referrer, withdrawn, "closed", outcome="withdrawn"))[
+        "stage"
+    ] == "closed"
+
+    case_id = await new_case(client, referrer)
+    note = await client.post(
+        f"/api/v1/cases/{case_id}/notes",
+        headers=coordinator.headers,
+        json={"section": "general", "body": "Seen before the transition."},
+    )
+    assert note.status_code == 201, note.text
+    screening = await moved_and_read(coordinator, case_id, "screening")
+    assert [n["id"] for n in screening["sections"]["general"]["notes"]] == [note.json()["id"]]
+
+    await force_state(app, case_id, "support")
+    monitored = await moved_and_read(coordinator, case_id, "monitoring", exit_reason="risk_reduced")
+    scheduled = [r for r in monitored["reviews"] if r["kind"] == "post_exit"]
+    assert sorted(r["months_after_exit"] for r in scheduled) == [6, 12]
+    assert all(r["done_on"] is None for r in scheduled)
+
+    # back to assessment: the open post-exit reviews are cancelled, and the answer says so
+    reassessed = await moved_and_read(coordinator, case_id, "assessment")
+    cancelled = [r for r in reassessed["reviews"] if r["kind"] == "post_exit"]
+    assert {r["id"] for r in cancelled} == {r["id"] for r in scheduled}
+    assert {r["outcome"] for r in cancelled} == {"cancelled"}
+    assert all(r["done_on"] == date.today().isoformat() for r in cancelled)
 
 
 async def test_transition_needs_if_match_and_refuses_a_stale_one(client, town):

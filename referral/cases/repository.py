@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import Request
@@ -123,18 +124,22 @@ def lifecycle_facts(case_id: Any) -> tuple[Any, ...]:
     )
 
 
+_FACTS = len(lifecycle_facts(CaseFile.id))
+
+
 async def case_with_facts(
-    session: AsyncSession, access: Access, case_id: uuid.UUID, request: Request
-) -> tuple[CaseFile, Any]:
+    session: AsyncSession,
+    access: Access,
+    case_id: uuid.UUID,
+    request: Request,
+    *,
+    parts: bool,
+    rereferrals: bool,
+) -> tuple[Any, Any, CaseParts | None]:
     """`case_in_scope` and, in the same statement, the lifecycle's facts about the case
-    (`lifecycle_facts`): a transition needs both, and one statement is one round trip."""
-    statement = access.prepared(
-        "case_with_facts",
-        lambda: _in_scope_statement(access, CaseFile, *lifecycle_facts(CaseFile.id)),
-    )
-    row = (await session.exec(statement, params=_in_scope_params(access, case_id))).first()
-    found = _found(row, request)
-    return found[0], found
+    (`lifecycle_facts`) and, with `parts`, the records `load_parts` would read: a transition
+    needs the first two and answers with the third. The case comes back as a record."""
+    return await _case_row(session, access, case_id, request, True, parts, rereferrals)
 
 
 async def case_to_read(
@@ -185,6 +190,7 @@ async def touch_case(
     session: AsyncSession, case: CaseFile, expected_version: int | None, **values: Any
 ) -> int:
     """Bump the case's version with `values`; with an expected version, only if it matches.
+    `case` (an ORM object or a record) is brought up to date.
 
     Every write to a case or its parts goes through here, so writers serialise on the case
     row and each response can carry the case's new ETag.
@@ -198,8 +204,11 @@ async def touch_case(
     new_version = (await connection.execute(stmt, params)).scalar_one_or_none()
     if new_version is None:
         raise PreconditionFailed("The case was changed by someone else; read it again.")
+    # A record read through Core (json_rows.as_record) is simply updated; an ORM object is
+    # told the values are committed, so that the session does not write them again.
+    set_value = setattr if isinstance(case, SimpleNamespace) else set_committed_value
     for name, value in {**values, "updated_at": now, "version": new_version}.items():
-        set_committed_value(case, name, value)
+        set_value(case, name, value)
     return new_version
 
 
@@ -305,23 +314,43 @@ async def case_with_parts(
     """`case_to_read` and `load_parts` in one statement: the case under the access rule,
     as a read-only record, with every record of it the actor may read (and, with
     `rereferrals`, its possible re-referrals). One round trip where a read made two."""
+    case, _, parts = await _case_row(session, access, case_id, request, False, True, rereferrals)
+    return case, parts
+
+
+async def _case_row(
+    session: AsyncSession,
+    access: Access,
+    case_id: uuid.UUID,
+    request: Request,
+    facts: bool,
+    parts: bool,
+    rereferrals: bool,
+) -> tuple[Any, Any, CaseParts | None]:
+    """The case under the access rule as a record, the row it came in, and its records:
+    one statement with the facts (`lifecycle_facts`) and the records as asked."""
     connection = await session.connection()
     dialect = connection.dialect.name
-    sections = access.readable_sections
+    sections = access.readable_sections if parts else frozenset()
+    rereferrals = parts and rereferrals
 
     def build() -> Any:
-        columns = _parts_columns(dialect, sections)
+        columns = _CASE_COLUMNS
+        if facts:
+            columns = (*columns, *lifecycle_facts(CaseFile.id))
+        if parts:
+            columns = (*columns, *_parts_columns(dialect, sections))
         if rereferrals:
             columns = (*columns, _rereferrals(access, dialect))
-        return _in_scope_statement(access, *_CASE_COLUMNS, *columns)
+        return _in_scope_statement(access, *columns)
 
-    statement = access.prepared("case_with_parts", build, dialect, sections, rereferrals)
+    statement = access.prepared("case_row", build, dialect, sections, facts, parts, rereferrals)
     row = _found(
         (await connection.execute(statement, _in_scope_params(access, case_id))).first(), request
     )
-    width = len(_CASE_COLUMNS)
-    case = as_record(CaseFile, _CASE_NAMES, row[:width])
-    return case, _parts(row[width:], rereferrals)
+    width = len(_CASE_COLUMNS) + (_FACTS if facts else 0)
+    read = _parts(row[width:], rereferrals) if parts else None
+    return as_record(CaseFile, _CASE_NAMES, row), row, read
 
 
 def _parts(found: Sequence[Any], rereferrals: bool) -> CaseParts:

@@ -70,11 +70,15 @@ def _shows_rereferrals(access: Access) -> bool:
     return access.grant.view == "coordinator"
 
 
-async def _view(session, keys, access: Access, case: CaseFile) -> CaseView:
+async def _view(session, keys, access: Access, case: CaseFile, parts=None) -> CaseView:
+    """The case as `access` sees it; with `parts`, from those records, still current."""
     if access.grant.view == "referrer":
         return views.referrer_view(keys.workflow, case)
-    rereferrals_for = access if _shows_rereferrals(access) else None
-    parts = await repository.load_parts(session, case, access.readable_sections, rereferrals_for)
+    if parts is None:
+        rereferrals_for = access if _shows_rereferrals(access) else None
+        parts = await repository.load_parts(
+            session, case, access.readable_sections, rereferrals_for
+        )
     return views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
@@ -203,10 +207,21 @@ async def transition_case(
     body: TransitionCreate,
     access: _can("transition"),
 ) -> Any:
-    case, found = await repository.case_with_facts(session, access, case_id, request)
-    record = await service.transition(
+    # The answer's records are read with the case, in one statement. They are still current
+    # when the version check passes (every write to a case bumps its version), unless the
+    # transition itself wrote records.
+    case, found, parts = await repository.case_with_facts(
+        session,
+        access,
+        case_id,
+        request,
+        parts=access.grant.view != "referrer",
+        rereferrals=_shows_rereferrals(access),
+    )
+    done = await service.transition(
         session, keys, access, case, found, body, expected_version(request)
     )
+    record = done.record
     _audit(
         session,
         request,
@@ -214,7 +229,8 @@ async def transition_case(
         [case.id, record.id],
         ["state", f"{record.to_state}_at", *(["reason"] if body.reason else [])],
     )
-    return _case_response(await _view(session, keys, access, case), case.version)
+    current = None if done.records_changed else parts
+    return _case_response(await _view(session, keys, access, case, current), case.version)
 
 
 # --- notes and information ------------------------------------------------------------------

@@ -225,6 +225,14 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+@dataclass(frozen=True)
+class Transitioned:
+    record: Any  # the transition's record (read-only)
+    # Whether it also wrote other records of the case (post-exit reviews scheduled or
+    # cancelled): records read before it are then out of date.
+    records_changed: bool
+
+
 async def transition(
     session: AsyncSession,
     keys: CaseKeys,
@@ -233,9 +241,9 @@ async def transition(
     found: Any,
     body: TransitionCreate,
     expected_version: int,
-) -> Any:
-    """The transition's record (read-only). `found`: the lifecycle's facts about `case`,
-    read with it (`case_with_facts`)."""
+) -> Transitioned:
+    """Move `case` on. `found`: the lifecycle's facts about it, read with it
+    (`case_with_facts`)."""
     workflow = keys.workflow
     request = lifecycle.TransitionRequest(
         to=body.to,
@@ -288,7 +296,8 @@ async def transition(
         occurred_at=now,
         **sealed_columns(keys.ring, CaseTransition.__tablename__, record_id, reason=body.reason),
     )
-    if "schedule_post_exit_reviews" in spec.effects:
+    schedules = "schedule_post_exit_reviews" in spec.effects
+    if schedules:
         for months in workflow.post_exit_review_months:
             session.add(
                 CaseReview(
@@ -298,10 +307,11 @@ async def transition(
                     due_on=add_months(now.date(), months),
                 )
             )
-    if from_state == "monitoring":
+    cancels = from_state == "monitoring"
+    if cancels:
         await _cancel_open_post_exit_reviews(session, case.id)
     await session.flush()
-    return record
+    return Transitioned(record, records_changed=schedules or cancels)
 
 
 async def _cancel_open_post_exit_reviews(session: AsyncSession, case_id: uuid.UUID) -> None:
