@@ -27,7 +27,7 @@ from referral.db import (
     unavailable_error,
 )
 from referral.errors import ProblemError, install_error_handlers
-from referral.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from referral.middleware import InputGuardMiddleware, RequestContextMiddleware
 from referral.stats.policy import load_reporting_policy
 
 logger = logging.getLogger("referral")
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_database_unavailable(app)
     _install_denial_audit(app)
     api.mount(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(InputGuardMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
 

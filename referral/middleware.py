@@ -1,7 +1,10 @@
-"""Pure ASGI middleware: request id, body size limit, security headers.
+"""Pure ASGI middleware: request id, security headers, and the input guard.
 
-The body limit buffers at most `max_bytes` before the app sees anything, so an oversized
-body (declared or chunked without Content-Length) is refused with 413 and never parsed.
+The input guard buffers at most `max_bytes` before the app sees anything, so an oversized
+body (declared or chunked without Content-Length) is refused with 413 and never parsed. It
+also refuses text holding U+0000 (NUL) with 400, in the path, the query or the body:
+PostgreSQL cannot store it in text and failed the request with a 500, while SQLite stored
+it, so the same input was an error on one database and garbage on the other.
 """
 
 from __future__ import annotations
@@ -92,7 +95,33 @@ class RequestContextMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyLimitMiddleware:
+_NUL_TEXT = "Text in a request may not hold the NUL character (U+0000)."
+_JSON_NUL = b"\\u0000"
+
+
+def _holds_nul(raw: bytes, is_json: bool) -> bool:
+    """Whether a query string or body carries U+0000: as a raw byte; percent-encoded in a
+    query or form; as an escape in JSON, where `\\u0000` is a NUL when the run of
+    backslashes it starts with is odd (`\\\\u0000` is a backslash and "u0000")."""
+    if b"\x00" in raw:
+        return True
+    if not is_json:
+        return b"%00" in raw
+    found = raw.find(_JSON_NUL)
+    while found != -1:
+        if (found - len(raw[:found].rstrip(b"\\"))) % 2 == 0:
+            return True
+        found = raw.find(_JSON_NUL, found + 1)
+    return False
+
+
+def _is_json_body(scope: Scope) -> bool:
+    content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type.startswith(b"application/") and media_type.endswith(b"json")
+
+
+class InputGuardMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -100,6 +129,9 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or _holds_nul(scope.get("query_string", b""), False):
+            await _send_problem(send, scope, 400, _NUL_TEXT)
             return
         too_large = f"The request body is larger than {self.max_bytes} bytes."
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -128,6 +160,9 @@ class BodyLimitMiddleware:
                 break
 
         body = b"".join(chunks)
+        if body and _holds_nul(body, _is_json_body(scope)):
+            await _send_problem(send, scope, 400, _NUL_TEXT)
+            return
         replayed = False
 
         async def replay() -> Message:
