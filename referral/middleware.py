@@ -115,10 +115,12 @@ def _holds_nul(raw: bytes, is_json: bool) -> bool:
     return False
 
 
-def _is_json_body(scope: Scope) -> bool:
+def _body_holds_nul(scope: Scope, body: bytes) -> bool:
     content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
     media_type = content_type.split(b";", 1)[0].strip().lower()
-    return media_type.startswith(b"application/") and media_type.endswith(b"json")
+    if not media_type:  # FastAPI reads a body that names no media type as JSON
+        return _holds_nul(body, True) or _holds_nul(body, False)
+    return _holds_nul(body, media_type.startswith(b"application/") and media_type.endswith(b"json"))
 
 
 class InputGuardMiddleware:
@@ -160,7 +162,7 @@ class InputGuardMiddleware:
                 break
 
         body = b"".join(chunks)
-        if body and _holds_nul(body, _is_json_body(scope)):
+        if body and _body_holds_nul(scope, body):
             await _send_problem(send, scope, 400, _NUL_TEXT)
             return
         replayed = False

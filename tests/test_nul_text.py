@@ -69,6 +69,9 @@ async def test_a_json_body_holding_nul_is_400_and_changes_nothing(client, town):
     headers = {**referrer.headers, "Content-Type": "application/json", "Idempotency-Key": "nul-1"}
     refused = await client.post("/api/v1/referrals", content=body, headers=headers)
     assert_nul_refused(refused)
+    del headers["Content-Type"]  # FastAPI reads a body that names no media type as JSON
+    untyped = await client.post("/api/v1/referrals", content=body, headers=headers)
+    assert_nul_refused(untyped)
     after = (await client.get("/api/v1/cases", headers=referrer.headers)).json()["items"]
     assert after == before
 
