@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from referral.errors import PROBLEM_JSON, problem_body
+from referral.routing import is_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -117,10 +118,10 @@ def _holds_nul(raw: bytes, is_json: bool) -> bool:
 
 def _body_holds_nul(scope: Scope, body: bytes) -> bool:
     content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-    media_type = content_type.split(b";", 1)[0].strip().lower()
+    media_type = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
     if not media_type:  # FastAPI reads a body that names no media type as JSON
         return _holds_nul(body, True) or _holds_nul(body, False)
-    return _holds_nul(body, media_type.startswith(b"application/") and media_type.endswith(b"json"))
+    return _holds_nul(body, is_json(media_type))
 
 
 class InputGuardMiddleware:

@@ -31,7 +31,7 @@ def _media_type(request: Request) -> str | None:
     return message.get_content_type()
 
 
-def _is_json(media_type: str) -> bool:
+def is_json(media_type: str) -> bool:
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
@@ -84,7 +84,7 @@ class ProblemRoute(APIRoute):
         async def checked_handler(request: Request) -> Response:
             media_type = _media_type(request)
             if media_type is not None:
-                ok = media_type in FORM_TYPES if expects_form else _is_json(media_type)
+                ok = media_type in FORM_TYPES if expects_form else is_json(media_type)
                 if not ok:
                     wanted = "a form" if expects_form else "application/json"
                     raise UnsupportedMediaType(f"This endpoint accepts {wanted}.")
