@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,9 +16,11 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from referral import migrate
+from referral.audit import chain
 from referral.audit.sealer import SEALER_OPTION
 from referral.config import SECRET_FIELDS, Settings
 from referral.main import create_app
+from referral.models.base import utcnow
 from tests.databases import ScratchDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +107,32 @@ def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def unusual_events() -> list:
+    """Audit events PostgreSQL renders differently from their canonical form: non-ASCII
+    text, DEL, a timestamp on a whole second."""
+    events = []
+    for purpose, at in (
+        ("Überprüfung", utcnow()),
+        ("del\x7f", utcnow()),
+        ("whole-second", datetime(2026, 1, 1, tzinfo=UTC)),
+    ):
+        event = chain.pending_event(
+            actor_user_id=None,
+            actor_role=None,
+            actor_organisation_id=None,
+            actor_municipality_id=None,
+            action="test.unusual",
+            resource_type=None,
+            resource_ids=["ä"],
+            outcome="allowed",
+            status_code=None,
+            request_id=None,
+            client_address=None,
+            purpose=purpose,
+            fields=[],
+        )
+        event.occurred_at = at
+        events.append(event)
+    return events

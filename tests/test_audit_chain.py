@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
 
 import httpx
 import pytest
@@ -22,10 +22,9 @@ from sqlmodel import select
 from referral.audit import chain
 from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
-from referral.models.base import utcnow
 from tests.case_world import make_town, new_case
 from tests.databases import ScratchDatabase, postgres_server_url
-from tests.helpers import cli_env, counting, run_cli, scratch_app, tamper
+from tests.helpers import cli_env, counting, run_cli, scratch_app, tamper, unusual_events
 
 EVENTS = 12
 
@@ -66,30 +65,8 @@ async def test_an_untouched_trail_verifies(trail):
 
 
 async def _seal_unusual_events(app) -> None:
-    """Events the database renders differently from the canonical form: non-ASCII text,
-    DEL, a timestamp on a whole second."""
     async with app.state.sessionmaker() as session, session.begin():
-        for purpose, at in (
-            ("Überprüfung", utcnow()),
-            ("del\x7f", utcnow()),
-            ("whole-second", datetime(2026, 1, 1, tzinfo=UTC)),
-        ):
-            event = chain.pending_event(
-                actor_user_id=None,
-                actor_role=None,
-                actor_organisation_id=None,
-                actor_municipality_id=None,
-                action="test.unusual",
-                resource_type=None,
-                resource_ids=["ä"],
-                outcome="allowed",
-                status_code=None,
-                request_id=None,
-                client_address=None,
-                purpose=purpose,
-                fields=[],
-            )
-            event.occurred_at = at
+        for event in unusual_events():
             chain.track(session, event)
         await chain.seal_pending(session, app.state.audit_key)
 
@@ -372,3 +349,30 @@ def test_canonical_form_is_json_dumps_with_sorted_keys_byte_for_byte(
     )
     pending.seq, pending.occurred_at = event.seq, event.occurred_at
     assert chain.compute_hash(key, prev, pending) == mac
+    # a staged event's form (seq null) given its place in the chain is the same form
+    assert chain._with_seq(chain._staged_content(pending), seq) == expected
+
+
+def test_a_staged_form_takes_its_place_at_the_events_own_seq():
+    """A JSON column may hold an object with a "seq" of its own; the place is written at the
+    event's key, not there."""
+    event = chain.pending_event(
+        actor_user_id=None,
+        actor_role=None,
+        actor_organisation_id=None,
+        actor_municipality_id=None,
+        action="test.nested",
+        resource_type=None,
+        resource_ids=[{"seq": None}],
+        outcome="allowed",
+        status_code=None,
+        request_id=None,
+        client_address=None,
+        purpose='"seq":null',
+        fields=[{"seq": None}],
+    )
+    staged = chain._staged_content(event)
+    event.seq = 41
+    assert chain._with_seq(staged, 41) == chain.canonical(event)
+    with pytest.raises(ValueError, match="not the canonical form of a staged event"):
+        chain._with_seq(chain.canonical(event), 42)  # a form that already has its place

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from referral.audit import chain
 from referral.models import AuditEvent, audit_staged
-from tests.helpers import scratch_app, tamper
+from tests.helpers import scratch_app, tamper, unusual_events
 
 EVENTS = 4
 
@@ -143,3 +143,52 @@ async def test_a_staged_event_cannot_be_changed_by_the_application_user(trail, f
             await connection.execute(text("UPDATE audit_staged SET action = 'auth.me'"))
         assert "never changed" in str(info.value)
         await connection.rollback()
+
+
+async def test_events_the_database_renders_differently_are_chained_on_their_values(trail):
+    """On PostgreSQL a round reads each staged event as text the database renders; where that
+    text is not the event's canonical form, the event is checked on its values and chained
+    all the same, with the values it was staged with."""
+    app, client, database = trail
+    async with app.state.sessionmaker() as session, session.begin():
+        for event in unusual_events():
+            chain.track(session, event)
+        await chain.stage_pending(session, app.state.audit_key)
+    await _denied(client)  # its round chains the three and this request's event
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 4, 0), result.reason
+    # verification renders them differently too, so it checks them again on their values
+    assert result.rechecked == (3 if database.is_postgres else 0)
+    async with app.state.sessionmaker() as session:
+        purposes = (
+            await session.exec(
+                select(AuditEvent.purpose).where(AuditEvent.action == "test.unusual")
+            )
+        ).all()
+    assert sorted(purposes) == sorted(event.purpose for event in unusual_events())
+
+
+@pytest.mark.postgres_only
+async def test_a_round_that_moves_fewer_events_than_it_chained_is_rolled_back(
+    trail, failing_rounds
+):
+    """The move into the trail carries only the events' links. If a staged row is gone by
+    then, the trail would have a gap the head skips over; the round fails instead."""
+    app, client, _ = trail
+    await _denied(client)
+    (staged_id,) = await _staged_ids(app)
+    async with app.state.engine.connect() as connection:
+        staged = chain._staged_events(connection, app.state.audit_key)
+        links = [
+            (staged_id, EVENTS + 1, "0" * 64, "1" * 64),
+            (staged_id + 1000, EVENTS + 2, "1" * 64, "2" * 64),
+        ]
+        with pytest.raises(RuntimeError, match="2 staged events were chained, 1 moved"):
+            await staged.move(links)
+        await connection.rollback()
+    assert await _staged_ids(app) == [staged_id]
+    failing_rounds.undo()
+    await _denied(client)
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason

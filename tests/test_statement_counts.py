@@ -59,8 +59,10 @@ async def test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes
     # the audit event, staged with its change
     assert detail_many == 3, detail
     # the sealer's round after it, shared by every request waiting at the time: lock the
-    # head, read what is staged, chain it, unstage it, move the head
-    assert len(rounds) == 5, rounds
+    # head, read what is staged, chain it and unstage it (one statement on PostgreSQL, which
+    # moves the rows by their links; two elsewhere), move the head
+    moving = 1 if app.state.engine.dialect.name == "postgresql" else 2
+    assert len(rounds) == 3 + moving, rounds
     assert notes_many == notes_one, notes
 
 
