@@ -64,6 +64,34 @@ async def test_an_untouched_trail_verifies(trail):
     assert result.rechecked == 0  # on PostgreSQL, the database's rendering held throughout
 
 
+async def test_events_with_every_field_set_hold_on_the_databases_rendering(trail):
+    """On PostgreSQL verification hashes the text the database renders; an ordinary event
+    with every field set (actor ids, lists, a status code) must not need its values read
+    again, or every authenticated request would be checked twice."""
+    app, _, _ = trail
+    async with app.state.sessionmaker() as session, session.begin():
+        for _ in range(3):
+            event = chain.pending_event(
+                actor_user_id=uuid.uuid4(),
+                actor_role="coordinator",
+                actor_organisation_id=uuid.uuid4(),
+                actor_municipality_id=uuid.uuid4(),
+                action="case.read",
+                resource_type="case",
+                resource_ids=[str(uuid.uuid4()), 'a "quoted" id'],
+                outcome="allowed",
+                status_code=200,
+                request_id=uuid.uuid4().hex,
+                client_address="192.0.2.1",
+                purpose="break_glass",
+                fields=["given_name", "notes"],
+            )
+            chain.track(session, event)
+        await chain.seal_pending(session, app.state.audit_key)
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.rechecked) == (True, EVENTS + 3, 0), result.reason
+
+
 async def _seal_unusual_events(app) -> None:
     async with app.state.sessionmaker() as session, session.begin():
         for event in unusual_events():
