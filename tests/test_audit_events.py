@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import select
 
+from referral.audit import as_recorded
 from referral.models import AuditEvent
 from referral.models.enums import Role
 from tests.conftest import bearer, login
@@ -57,3 +61,23 @@ async def test_a_request_without_a_token_is_audited_as_denied(client, app):
     assert (await client.get("/api/v1/auth/me")).status_code == 401
     events = await _events_since(app, start)
     assert [(e.outcome, e.status_code, e.actor_user_id) for e in events] == [("denied", 401, None)]
+
+
+async def test_a_denied_requests_own_text_in_the_path_is_recorded_percent_encoded(client, app):
+    """The trail records the caller's path segment as it came in the URL, so no recorded id
+    holds a comma, a quote, a backslash or non-ASCII text (ADR 0013)."""
+    start = await _head(app)
+    response = await client.get("/api/v1/cases/a,%22b%5C%C3%A4%25")
+    assert response.status_code == 401
+    (event,) = await _events_since(app, start)
+    assert (event.outcome, event.resource_ids) == ("denied", ["a%2C%22b%5C%C3%A4%25"])
+
+
+@given(st.text(max_size=30) | st.uuids().map(str))
+def test_what_the_trail_records_of_an_id_holds_no_separator_and_loses_nothing(value):
+    recorded = as_recorded(value)
+    assert recorded.isascii()
+    assert not {",", '"', "\\"} & set(recorded)
+    assert unquote(recorded) == value  # different ids are never recorded alike
+    if all(" " <= c <= "~" and c not in ',"\\%' for c in value):
+        assert recorded == value  # ids, field names and query terms as they are

@@ -10,9 +10,11 @@ Events carry ids, codes and field names only: never a personal value.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +27,22 @@ logger = logging.getLogger("referral.audit")
 
 def _actor_of(request: Request) -> Actor | None:
     return getattr(request.state, "actor", None)
+
+
+# Printable ASCII but for the comma, the quote, the backslash and the percent sign.
+_PLAIN_CHARACTERS = "".join(c for c in map(chr, range(0x20, 0x7F)) if c not in ',"\\%')
+_PLAIN = re.compile(f"[{re.escape(_PLAIN_CHARACTERS)}]*")
+
+
+def as_recorded(value: object) -> str:
+    """An id, a field name or a query term as the trail records it. Ids, names and terms
+    are recorded as they are. Anything else (a denied request's path segment is the
+    caller's text) is percent-encoded, so that no element of a recorded list holds a comma,
+    a quote, a backslash or non-ASCII text: the database's rendering of a list is injective
+    on such lists (ADR 0013). A plain text has no "%", an encoded one has, so two different
+    values are never recorded alike."""
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else quote(text, safe=_PLAIN_CHARACTERS)
 
 
 def build_event(
@@ -47,13 +65,13 @@ def build_event(
         actor_municipality_id=actor.municipality_id if actor else None,
         action=action,
         resource_type=resource_type,
-        resource_ids=[str(r) for r in resource_ids],
+        resource_ids=[as_recorded(r) for r in resource_ids],
         outcome=outcome,
         status_code=status_code,
         request_id=getattr(request.state, "request_id", None),
         client_address=request.client.host if request.client else None,
         purpose=purpose or getattr(request.state, "audit_purpose", None),
-        fields=sorted(fields),
+        fields=sorted(as_recorded(f) for f in fields),
     )
 
 

@@ -409,15 +409,19 @@ def _rendered_by_postgresql(columns: Mapping[str, Any]) -> Any:
     timestamp on a whole second, JSON written some other way) fails the HMAC, and that
     event is then checked on its exact values (`_walk_rows`, `_StagedEventsOnPostgreSQL`).
     A false match would need a rendering that maps two different values to one text; each
-    piece below is injective."""
+    piece below is injective (the lists on the elements the application records)."""
     null = _sql_text("null")
 
     def as_json_text(column: Any) -> Any:
         return func.coalesce(cast(func.to_json(column), Text), null)
 
     def as_compact_list(column: Any) -> Any:
-        # the stored JSON as SQLAlchemy wrote it, '["a", "b"]'; '", "' cannot occur inside
-        # a JSON string (its quotes are escaped), so this only closes up the separators
+        # The stored JSON as SQLAlchemy wrote it, '["a", "b"]', with its separators closed
+        # up. When no element holds a comma, a quote or a backslash, every '", "' is a
+        # separator, so this is exact, and an edit that renders to the same text changes no
+        # value. The application records only such lists (audit.as_recorded). With other
+        # elements (written some other way), '", "' may lie inside one: [", "] and [","]
+        # render alike.
         return func.coalesce(
             func.replace(cast(column, Text), _sql_text('", "'), _sql_text('","')), null
         )
