@@ -109,6 +109,26 @@ def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+def synthetic_event(**values):
+    """A pending audit event: an anonymous allowed test action, with `values` instead."""
+    defaults = dict(
+        actor_user_id=None,
+        actor_role=None,
+        actor_organisation_id=None,
+        actor_municipality_id=None,
+        action="test.event",
+        resource_type=None,
+        resource_ids=[],
+        outcome="allowed",
+        status_code=None,
+        request_id=None,
+        client_address=None,
+        purpose=None,
+        fields=[],
+    )
+    return chain.pending_event(**(defaults | values))
+
+
 def unusual_events() -> list:
     """Audit events PostgreSQL renders differently from their canonical form: non-ASCII
     text, DEL, a timestamp on a whole second."""
@@ -118,21 +138,7 @@ def unusual_events() -> list:
         ("del\x7f", utcnow()),
         ("whole-second", datetime(2026, 1, 1, tzinfo=UTC)),
     ):
-        event = chain.pending_event(
-            actor_user_id=None,
-            actor_role=None,
-            actor_organisation_id=None,
-            actor_municipality_id=None,
-            action="test.unusual",
-            resource_type=None,
-            resource_ids=["ä"],
-            outcome="allowed",
-            status_code=None,
-            request_id=None,
-            client_address=None,
-            purpose=purpose,
-            fields=[],
-        )
+        event = synthetic_event(action="test.unusual", resource_ids=["ä"], purpose=purpose)
         event.occurred_at = at
         events.append(event)
     return events

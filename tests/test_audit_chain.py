@@ -24,7 +24,15 @@ from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
 from tests.case_world import make_town, new_case
 from tests.databases import ScratchDatabase, postgres_server_url
-from tests.helpers import cli_env, counting, run_cli, scratch_app, tamper, unusual_events
+from tests.helpers import (
+    cli_env,
+    counting,
+    run_cli,
+    scratch_app,
+    synthetic_event,
+    tamper,
+    unusual_events,
+)
 
 EVENTS = 12
 
@@ -384,18 +392,9 @@ def test_canonical_form_is_json_dumps_with_sorted_keys_byte_for_byte(
 def test_a_staged_form_takes_its_place_at_the_events_own_seq():
     """A JSON column may hold an object with a "seq" of its own; the place is written at the
     event's key, not there."""
-    event = chain.pending_event(
-        actor_user_id=None,
-        actor_role=None,
-        actor_organisation_id=None,
-        actor_municipality_id=None,
+    event = synthetic_event(
         action="test.nested",
-        resource_type=None,
         resource_ids=[{"seq": None}],
-        outcome="allowed",
-        status_code=None,
-        request_id=None,
-        client_address=None,
         purpose='"seq":null',
         fields=[{"seq": None}],
     )
