@@ -138,7 +138,7 @@ def unusual_events() -> list:
         ("del\x7f", utcnow()),
         ("whole-second", datetime(2026, 1, 1, tzinfo=UTC)),
     ):
-        event = synthetic_event(action="test.unusual", resource_ids=["ä"], purpose=purpose)
+        event = synthetic_event(action="test.unusual", resource_ids=["a"], purpose=purpose)
         event.occurred_at = at
         events.append(event)
     return events

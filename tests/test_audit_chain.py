@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from referral.audit import chain
+from referral.audit import as_recorded, chain
 from referral.main import create_app
 from referral.models import AuditChainHead, AuditEvent
 from tests.case_world import make_town, new_case
@@ -86,7 +86,7 @@ async def test_events_with_every_field_set_hold_on_the_databases_rendering(trail
                 actor_municipality_id=uuid.uuid4(),
                 action="case.read",
                 resource_type="case",
-                resource_ids=[str(uuid.uuid4()), 'a "quoted" id'],
+                resource_ids=[str(uuid.uuid4()), as_recorded('a "quoted" id')],
                 outcome="allowed",
                 status_code=200,
                 request_id=uuid.uuid4().hex,

@@ -6,16 +6,20 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from urllib.parse import unquote
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import select
 
 from referral.audit import as_recorded
+from referral.audit.chain import PENDING_KEY, track
 from referral.models import AuditEvent
 from referral.models.enums import Role
 from tests.conftest import bearer, login
+from tests.helpers import synthetic_event
 
 
 async def _events_since(app, seq: int) -> list[AuditEvent]:
@@ -79,5 +83,21 @@ def test_what_the_trail_records_of_an_id_holds_no_separator_and_loses_nothing(va
     assert recorded.isascii()
     assert not {",", '"', "\\"} & set(recorded)
     assert unquote(recorded) == value  # different ids are never recorded alike
+    session = SimpleNamespace(info={})
+    track(session, synthetic_event(resource_ids=[recorded], fields=[recorded]))
+    assert len(session.info[PENDING_KEY]) == 1  # what is recorded is what the chain takes
     if all(" " <= c <= "~" and c not in ',"\\%' for c in value):
         assert recorded == value  # ids, field names and query terms as they are
+
+
+@pytest.mark.parametrize("element", [",", ", ", 'a"b', "a\\b", "Ä", "\x7f", "\n", 7])
+@pytest.mark.parametrize("column", ["resource_ids", "fields"])
+def test_a_writer_that_skips_as_recorded_has_its_event_refused_not_recorded(column, element):
+    """The list rendering is injective only on recorded elements (ADR 0013): the chain holds
+    every writer to that, not only those that remember `as_recorded`."""
+    session = SimpleNamespace(info={})
+    with pytest.raises(ValueError, match="as_recorded"):
+        track(session, synthetic_event(**{column: ["fine", element]}))
+    with pytest.raises(ValueError, match="as_recorded"):
+        track(session, AuditEvent(action="test.event", outcome="allowed", **{column: [element]}))
+    assert PENDING_KEY not in session.info

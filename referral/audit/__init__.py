@@ -19,7 +19,7 @@ from urllib.parse import quote
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral.audit.chain import pending_event, stage_pending, track
+from referral.audit.chain import LIST_ELEMENT_CHARACTERS, pending_event, stage_pending, track
 from referral.authz.actor import Actor
 
 logger = logging.getLogger("referral.audit")
@@ -29,8 +29,9 @@ def _actor_of(request: Request) -> Actor | None:
     return getattr(request.state, "actor", None)
 
 
-# Printable ASCII but for the comma, the quote, the backslash and the percent sign.
-_PLAIN_CHARACTERS = "".join(c for c in map(chr, range(0x20, 0x7F)) if c not in ',"\\%')
+# What a list element may hold in the chain (printable ASCII but for the comma, the quote
+# and the backslash), but for the percent sign, which marks an encoded value.
+_PLAIN_CHARACTERS = LIST_ELEMENT_CHARACTERS.replace("%", "")
 _PLAIN = re.compile(f"[{re.escape(_PLAIN_CHARACTERS)}]*")
 
 

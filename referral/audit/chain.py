@@ -110,12 +110,30 @@ def pending_event(**values: Any) -> SimpleNamespace:
     return event
 
 
+# What an element of a recorded list (resource_ids, fields) may hold: printable ASCII but
+# for the comma, the quote and the backslash. On such lists the database's rendering of a
+# list is injective (`_rendered_by_postgresql`); `audit.as_recorded` brings any text to it.
+LIST_ELEMENT_CHARACTERS = "".join(c for c in map(chr, range(0x20, 0x7F)) if c not in ',"\\')
+_LIST_ELEMENT = re.compile(f"[{re.escape(LIST_ELEMENT_CHARACTERS)}]*")
+
+
+def _recordable(elements: Any) -> bool:
+    return all(isinstance(e, str) and _LIST_ELEMENT.fullmatch(e) for e in elements or ())
+
+
 def track(session: AsyncSession, event: AuditEvent | SimpleNamespace) -> None:
     """Hold an event, in order, to be sealed and inserted when the transaction commits.
 
     It is not added to the session yet: an autoflush would insert it unsealed, and the
-    table accepts no UPDATE afterwards.
+    table accepts no UPDATE afterwards. Every writer's events pass here, so here the
+    lists are held to what the chain's rendering needs: a list element with a separator in
+    it is refused, never recorded (ADR 0013).
     """
+    if not (_recordable(event.resource_ids) and _recordable(event.fields)):
+        raise ValueError(
+            "an audit list element holds a comma, a quote, a backslash or text that is not "
+            "printable ASCII; record it through audit.as_recorded"
+        )
     session.info.setdefault(PENDING_KEY, []).append(event)
 
 
@@ -409,7 +427,7 @@ def _rendered_by_postgresql(columns: Mapping[str, Any]) -> Any:
     timestamp on a whole second, JSON written some other way) fails the HMAC, and that
     event is then checked on its exact values (`_walk_rows`, `_StagedEventsOnPostgreSQL`).
     A false match would need a rendering that maps two different values to one text; each
-    piece below is injective (the lists on the elements the application records)."""
+    piece below is injective (the lists on the elements `track` lets in)."""
     null = _sql_text("null")
 
     def as_json_text(column: Any) -> Any:
@@ -419,9 +437,8 @@ def _rendered_by_postgresql(columns: Mapping[str, Any]) -> Any:
         # The stored JSON as SQLAlchemy wrote it, '["a", "b"]', with its separators closed
         # up. When no element holds a comma, a quote or a backslash, every '", "' is a
         # separator, so this is exact, and an edit that renders to the same text changes no
-        # value. The application records only such lists (audit.as_recorded). With other
-        # elements (written some other way), '", "' may lie inside one: [", "] and [","]
-        # render alike.
+        # value. `track` refuses any other list ([", "] and [","] would render alike), so
+        # every event the application writes has such lists.
         return func.coalesce(
             func.replace(cast(column, Text), _sql_text('", "'), _sql_text('","')), null
         )
