@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run test fuzz lint bench migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -28,6 +28,12 @@ test: $(STAMP)
 		echo "--- again on PostgreSQL"; \
 		$(BIN)/pytest -q; \
 	fi
+
+## fuzz: a longer schemathesis campaign than the suite's, fresh examples each run, every
+## role (EXAMPLES per operation; PostgreSQL with REFERRAL_TEST_DATABASE_URL set)
+EXAMPLES ?= 200
+fuzz: $(STAMP)
+	REFERRAL_FUZZ_EXAMPLES=$(EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 ## lint: style, Dockerfile, security smells (bandit) and known-vulnerable dependencies
 ## (pip-audit). Accepted findings and their reasons: docs/security-findings.md
