@@ -116,6 +116,22 @@ async def test_events_rendered_differently_are_checked_on_their_values(trail):
     assert result.rechecked == (3 if database.is_postgres else 0)
 
 
+async def test_rows_written_before_track_held_lists_to_the_alphabet_still_verify(trail):
+    """Rows of a trail written before `track` refused other list elements (9f4847a) may
+    hold them, and they still verify. Escaped text renders as its canonical form; a comma
+    next to a quote renders differently, so that row is checked again on its values."""
+    app, database, _ = trail
+    async with app.state.sessionmaker() as session, session.begin():
+        for ids in (["ä"], [", "], ['a"b', "c\\d"]):
+            event = synthetic_event(action="test.legacy", resource_ids=ids)
+            session.info.setdefault(chain.PENDING_KEY, []).append(event)  # as `track` once did
+        await chain.seal_pending(session, app.state.audit_key)
+    result = await _verify(app)
+    assert result.ok, result.reason
+    assert result.checked == EVENTS + 3
+    assert result.rechecked == (1 if database.is_postgres else 0)  # the [", "]
+
+
 async def test_an_edit_to_an_event_rendered_differently_is_caught(trail):
     app, database, _ = trail
     await _seal_unusual_events(app)
