@@ -86,6 +86,9 @@ class Settings(DatabaseSettings):
     login_backoff_base_seconds: int = Field(default=30, ge=1)
     login_backoff_max_seconds: int = Field(default=900, ge=1)
     password_hash_concurrency: int = Field(default=2, ge=1)
+    # How long a sign-in waits for the password hasher before it is answered 503 (issue 7:
+    # a busy service answers within 2 s). It waits holding no database connection.
+    password_hash_wait_seconds: float = Field(default=1.5, gt=0, le=30)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     docs_enabled: bool = True

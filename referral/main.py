@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access_policy = load_access_policy(settings.policies_dir / "access.yaml")
     workflow = load_workflow(settings.policies_dir / "workflow.yaml")
     reporting_policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
-    passwords.configure(settings.password_hash_concurrency)
+    passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)
     engine = create_engine(settings)
     sealer = Sealer(engine, settings.audit_chain_key, settings.audit_seal_wait_seconds)
 

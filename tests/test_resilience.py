@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from referral.audit import chain
+from referral.auth import passwords
 from referral.main import create_app
 from referral.models import AuditEvent, CaseFile, IdempotencyRecord
 from referral.models.enums import Agency, Role
@@ -84,6 +85,52 @@ async def test_exhausted_pool_answers_503_with_retry_after_within_two_seconds(se
             assert waited < 2.0
             assert ready.status_code == 503
             assert (await client.get("/api/v1/cases", headers=pair.coordinator)).status_code == 200
+    finally:
+        await app.state.engine.dispose()
+
+
+async def test_sign_ins_queued_for_the_password_hasher_leave_the_pool_to_everyone_else(
+    settings, monkeypatch
+):
+    """A burst of sign-ins (a panel morning, or someone spraying passwords) queues for the
+    password hasher. A sign-in waiting there must hold no pooled connection, or the burst
+    starves every other request of the database; one that waits too long is 503."""
+    tuned = {"database_pool_size": 3, "password_hash_concurrency": 1}
+    app = create_app(settings.model_copy(update=tuned | {"password_hash_wait_seconds": 1.0}))
+    try:
+        pair = await _pair(app)
+        verify = passwords._verify
+
+        def slow_verify(password: str, password_hash: str) -> bool:
+            time.sleep(0.3)  # the hasher is the bottleneck: 10 sign-ins take 3 s in turn
+            return verify(password, password_hash)
+
+        monkeypatch.setattr(passwords, "_verify", slow_verify)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+
+            async def sign_in(n: int) -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                form = {"username": f"nobody.{n}", "password": f"wrong-password-{n:04d}"}
+                response = await client.post("/api/v1/auth/token", data=form)
+                return response, time.monotonic() - started
+
+            burst = [asyncio.create_task(sign_in(n)) for n in range(10)]
+            await asyncio.sleep(0.15)  # every sign-in of the burst has arrived
+            started = time.monotonic()
+            listed = await client.get("/api/v1/cases", headers=pair.coordinator)
+            waited = time.monotonic() - started
+            answers = await asyncio.gather(*burst)
+
+        assert listed.status_code == 200, listed.text
+        assert waited < 0.5, waited
+        statuses = Counter(response.status_code for response, _ in answers)
+        assert set(statuses) == {401, 503}, statuses
+        assert 2 <= statuses[401] <= 5, statuses  # those served within the wait, in turn
+        for response, seconds in answers:
+            if response.status_code == 503:
+                assert _is_problem_503(response), response.text
+                assert seconds < 2.0, seconds
     finally:
         await app.state.engine.dispose()
 

@@ -113,20 +113,23 @@ async def sign_in(
 ) -> SignedIn | Rejected | Locked | EnrolmentRequired | SecondFactorRequired:
     username = normalise_username(username)
     key = _throttle_key(username)
-    user = (
-        await session.exec(
-            select(User)
-            .join(Organisation, Organisation.id == User.organisation_id)
-            .where(User.username == username, col(Organisation.is_active))
-        )
-    ).first()
-    user_id = user.id if user else None
+    # The turn comes before the first statement: the request's connection is taken then,
+    # so a sign-in queued for the hasher holds none (passwords.turn).
+    async with passwords.turn():
+        user = (
+            await session.exec(
+                select(User)
+                .join(Organisation, Organisation.id == User.organisation_id)
+                .where(User.username == username, col(Organisation.is_active))
+            )
+        ).first()
+        user_id = user.id if user else None
 
-    retry_after = await _locked_for(session, key)
-    if retry_after:
-        return Locked(user_id, retry_after)
+        retry_after = await _locked_for(session, key)
+        if retry_after:
+            return Locked(user_id, retry_after)
 
-    ok = await passwords.verify_password(password, user.password_hash if user else None)
+        ok = await passwords.verify_password(password, user.password_hash if user else None)
     if not ok or user is None or not user.is_active:
         await _count_failure(session, settings, key)
         reason = "inactive_account" if ok and user is not None else "bad_credentials"
