@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
-from referral.models.enums import Role
-from tests.case_world import etag, make_town, new_case
+from referral.models.enums import Agency, Role
+from tests.case_world import etag, force_state, make_town, new_case
 from tests.conftest import bearer, login
 from tests.helpers import counting
+from tests.routes import api_routes
 
 
 async def _statements(
@@ -92,3 +95,151 @@ async def test_intake_and_a_transition_make_the_statements_they_need_and_no_more
     # the actor; the case with the lifecycle's facts about it and its records for the
     # answer; the version bump; the transition's record; the audit event
     assert len(transition) == 5, transition
+
+
+# --- every other read route -------------------------------------------------------------------
+
+
+async def _grows_not(app, client, headers: dict, urls: list[str], grow) -> None:
+    """Counts each url's statements, grows what they return, counts again: the same."""
+    before = [(await _statements(app, client, url, headers))[0] for url in urls]
+    await grow()
+    after = [await _statements(app, client, url, headers) for url in urls]
+    for url, small, (large, statements) in zip(urls, before, after, strict=True):
+        assert large == small, (url, statements)
+
+
+async def test_assessments_and_the_export_do_not_grow_with_the_records(app, client, town):
+    coordinator = town.coordinator.headers
+    case_id = await new_case(client, town.referrer)
+    await force_state(app, case_id, "assessment")
+    url = f"/api/v1/cases/{case_id}"
+    factors = {"factors": [{"dimension": "intent", "factor": "stated_intent", "score": 1}]}
+    note = {"section": "general", "body": "Synthetic note for counting statements."}
+
+    async def add_records(count: int) -> None:
+        for _ in range(count):
+            added = await client.post(f"{url}/assessments", json=factors, headers=coordinator)
+            assert added.status_code == 201, added.text
+            added = await client.post(f"{url}/notes", json=note, headers=coordinator)
+            assert added.status_code == 201, added.text
+
+    await add_records(1)
+    # the export also carries the case's access log, which every request above lengthens
+    urls = [f"{url}/assessments", f"{url}/export"]
+    await _grows_not(app, client, coordinator, urls, lambda: add_records(8))
+    assert len((await client.get(f"{url}/assessments", headers=coordinator)).json()) == 9
+    exported = (await client.get(f"{url}/export", headers=coordinator)).json()
+    assert len(exported["case"]["sections"]["general"]["notes"]) == 9
+
+
+async def test_the_worklist_does_not_grow_with_the_reviews(app, client, town):
+    coordinator = town.coordinator.headers
+    due = {"due_on": date.today().isoformat()}
+
+    async def add_reviews(count: int) -> None:
+        for _ in range(count):
+            case_id = await new_case(client, town.referrer)
+            await force_state(app, case_id, "support")
+            url = f"/api/v1/cases/{case_id}/reviews"
+            assert (await client.post(url, json=due, headers=coordinator)).status_code == 201
+
+    await add_reviews(1)
+    await _grows_not(app, client, coordinator, ["/api/v1/worklist"], lambda: add_reviews(6))
+    assert len((await client.get("/api/v1/worklist", headers=coordinator)).json()) == 7
+
+
+async def test_panel_meetings_do_not_grow_with_the_meetings(app, client, town):
+    coordinator = town.coordinator.headers
+    meeting = {"meeting_date": date.today().isoformat(), "attendance": ["police", "health"]}
+
+    async def add_meetings(count: int) -> None:
+        for _ in range(count):
+            made = await client.post("/api/v1/panel-meetings", json=meeting, headers=coordinator)
+            assert made.status_code == 201, made.text
+
+    await add_meetings(1)
+    url = "/api/v1/panel-meetings?limit=50"
+    await _grows_not(app, client, coordinator, [url], lambda: add_meetings(9))
+    assert len((await client.get(url, headers=coordinator)).json()["items"]) == 10
+
+
+async def test_the_break_glass_queue_does_not_grow_with_the_grants(
+    app, client, world, town, signed_in
+):
+    outsider = (await make_town(client, world)).coordinator
+    _, auditor = await signed_in(Role.auditor)
+    reason = {"reason": "Neighbouring municipality reports the same young person today."}
+
+    async def break_glass(count: int) -> None:
+        for _ in range(count):
+            case_id = await new_case(client, town.referrer)
+            url = f"/api/v1/cases/{case_id}/break-glass"
+            granted = await client.post(url, json=reason, headers=outsider.headers)
+            assert granted.status_code == 201, granted.text
+
+    await break_glass(1)
+    queue = "/api/v1/audit/break-glass?status=all"
+    await _grows_not(app, client, auditor, [queue], lambda: break_glass(6))
+    assert len((await client.get(queue, headers=auditor)).json()) == 7
+
+
+async def test_admin_lists_do_not_grow_with_the_page(app, client, world, signed_in):
+    _, admin = await signed_in(Role.admin)  # national: every town, organisation and account
+    municipality = await world.municipality()
+    for _ in range(9):
+        await world.municipality()
+        await world.organisation(Agency.health, municipality)
+        await world.account(Role.referrer, municipality=municipality)
+    for kind in ("municipalities", "organisations", "users"):
+        url = f"/api/v1/admin/{kind}"
+        small, _ = await _statements(app, client, f"{url}?limit=1", admin)
+        large, statements = await _statements(app, client, f"{url}?limit=100", admin)
+        page = (await client.get(f"{url}?limit=100", headers=admin)).json()["items"]
+        assert len(page) >= 10, kind
+        assert large == small, (kind, statements)
+
+
+# Every GET route, and the test above that holds its statement count still as what it
+# returns grows. A new GET route must be named here, with its test or with why it has none.
+_DETAIL = test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes
+_RECORDS = test_assessments_and_the_export_do_not_grow_with_the_records
+COUNTED = {
+    "/api/v1/cases": test_case_list_statement_count_does_not_grow_with_the_page,
+    "/api/v1/cases/{case_id}": _DETAIL,
+    "/api/v1/cases/{case_id}/notes": _DETAIL,
+    "/api/v1/cases/{case_id}/assessments": _RECORDS,
+    "/api/v1/cases/{case_id}/export": _RECORDS,
+    "/api/v1/worklist": test_the_worklist_does_not_grow_with_the_reviews,
+    "/api/v1/panel-meetings": test_panel_meetings_do_not_grow_with_the_meetings,
+    "/api/v1/audit/events": test_audit_search_statement_count_does_not_grow_with_the_page,
+    "/api/v1/audit/break-glass": test_the_break_glass_queue_does_not_grow_with_the_grants,
+    **{
+        f"/api/v1/admin/{kind}": test_admin_lists_do_not_grow_with_the_page
+        for kind in ("municipalities", "organisations", "users")
+    },
+}
+NOT_COUNTED = {
+    "/livez": "the framework's ceiling: no database",
+    "/readyz": "one fixed probe of the database and the migration head",
+    "/api/v1/auth/me": "the actor's own account, read with the actor",
+    "/api/v1/panel-meetings/{meeting_id}": "one meeting's row; its decisions are not in it",
+    **{
+        f"/api/v1/admin/{path}": "one row, with nothing listed under it"
+        for path in (
+            "municipalities/{municipality_id}",
+            "organisations/{organisation_id}",
+            "users/{user_id}",
+        )
+    },
+    "/api/v1/stats/catalogue": "the latest snapshot and the policy; no rows listed",
+    "/api/v1/stats/{measure}": "one published table: its cells in one statement (stats.service)",
+    "/api/v1/audit/verification": "walks the whole chain in batches by design; the bench "
+    "measures it in events per second",
+}
+
+
+def test_every_read_route_has_its_statement_count_held_or_says_why_not(app):
+    read_routes = {info.path for info in api_routes(app) if info.method == "GET"}
+    assert read_routes == set(COUNTED) | set(NOT_COUNTED)
+    assert not set(COUNTED) & set(NOT_COUNTED)
