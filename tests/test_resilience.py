@@ -126,7 +126,7 @@ async def test_sign_ins_queued_for_the_password_hasher_leave_the_pool_to_everyon
         assert waited < 0.5, waited
         statuses = Counter(response.status_code for response, _ in answers)
         assert set(statuses) == {401, 503}, statuses
-        assert 2 <= statuses[401] <= 5, statuses  # those served within the wait, in turn
+        assert 2 <= statuses[401] <= 6, statuses  # those let through within the wait
         for response, seconds in answers:
             if response.status_code == 503:
                 assert _is_problem_503(response), response.text

@@ -3,18 +3,18 @@
 Parameters are at or above OWASP's minimum for argon2id (m=19 MiB, t=2, p=1). Hashing is
 CPU-heavy, so it runs in worker threads behind its own limiter, never on the event loop.
 
-A sign-in takes its turn at the hasher (`turn`) before it touches the database. A burst of
-sign-ins then queues holding no pooled connection, so it cannot starve the other requests
-of the database, and one that cannot get a turn in time is answered 503.
+A sign-in takes a turn (`turn`) before it touches the database. The turns are twice the
+hasher's places, so the hasher never waits for a sign-in's statements. A burst of sign-ins
+queues for a turn holding no pooled connection, so it cannot starve the other requests of
+the database, and one that gets no turn in time is answered 503.
 """
 
 from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 
 import anyio
 from passlib.context import CryptContext
@@ -34,17 +34,16 @@ _context = CryptContext(
     argon2__parallelism=1,
 )
 _limiter: anyio.CapacityLimiter | None = None
+_turns: anyio.CapacityLimiter | None = None
 _limiter_size = 2
 _wait_seconds = 1.5
-# Set inside `turn`: the hashing in it runs without queueing at the limiter again.
-_in_turn: ContextVar[bool] = ContextVar("in_password_hashing_turn", default=False)
 
 
 def configure(concurrency: int, wait_seconds: float = 1.5) -> None:
-    global _limiter, _limiter_size, _wait_seconds
+    global _limiter, _turns, _limiter_size, _wait_seconds
     _limiter_size = concurrency
     _wait_seconds = wait_seconds
-    _limiter = None
+    _limiter = _turns = None
 
 
 def _get_limiter() -> anyio.CapacityLimiter:
@@ -52,6 +51,13 @@ def _get_limiter() -> anyio.CapacityLimiter:
     if _limiter is None:
         _limiter = anyio.CapacityLimiter(_limiter_size)
     return _limiter
+
+
+def _get_turns() -> anyio.CapacityLimiter:
+    global _turns
+    if _turns is None:
+        _turns = anyio.CapacityLimiter(2 * _limiter_size)
+    return _turns
 
 
 def password_problem(password: str) -> str | None:
@@ -75,32 +81,28 @@ def hash_password_sync(password: str) -> str:
 
 @asynccontextmanager
 async def turn() -> AsyncIterator[None]:
-    """Hold one of the hasher's places; the hashing inside runs in it. Raises 503 if none
-    comes free within the configured wait."""
-    limiter = _get_limiter()
+    """A sign-in's turn: at most twice the hasher's places are out at once, each holding a
+    connection for its statements and its hash. Raises 503 if no turn comes free within
+    the configured wait."""
+    turns = _get_turns()
     try:
         with anyio.fail_after(_wait_seconds):
-            await limiter.acquire()
+            await turns.acquire()
     except TimeoutError:
-        logger.warning("a sign-in waited %.1f s for the password hasher: 503", _wait_seconds)
+        logger.warning(
+            "a sign-in waited %.1f s for a turn at the password hasher: 503", _wait_seconds
+        )
         raise ServiceUnavailable(
             "Too many sign-ins at once; try again shortly.", headers={"Retry-After": "1"}
         ) from None
-    token = _in_turn.set(True)
     try:
         yield
     finally:
-        _in_turn.reset(token)
-        limiter.release()
-
-
-async def _in_a_thread(function: Callable[..., object], *args: str) -> object:
-    limiter = None if _in_turn.get() else _get_limiter()  # None: anyio's default threads
-    return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
+        turns.release()
 
 
 async def hash_password(password: str) -> str:
-    return str(await _in_a_thread(hash_password_sync, password))
+    return await anyio.to_thread.run_sync(hash_password_sync, password, limiter=_get_limiter())
 
 
 def _verify(password: str, password_hash: str) -> bool:
@@ -116,8 +118,8 @@ _DUMMY_HASH = hash_password_sync("dummy-password-for-timing-equalisation")
 
 async def verify_password(password: str, password_hash: str | None) -> bool:
     target = password_hash or _DUMMY_HASH
-    ok = await _in_a_thread(_verify, password, target)
-    return ok is True and password_hash is not None
+    ok = await anyio.to_thread.run_sync(_verify, password, target, limiter=_get_limiter())
+    return ok and password_hash is not None
 
 
 def needs_rehash(password_hash: str) -> bool:
