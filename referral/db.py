@@ -8,7 +8,7 @@ a denied attempt) go through `independent_session()`, in a transaction of their 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -147,25 +147,37 @@ async def request_session(request: Request) -> AsyncSession:
 
 # SQLSTATE class 08 is "connection exception" (asyncpg's lost connection is 08003);
 # 57P01-57P03 are a server shutting down, crashed, or still starting up.
-_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+# Class 53 is "insufficient resources": out of connections (53300: several workers' pools
+# can add up to more than max_connections, or a role's limit), disk, memory.
+_BUSY_STATES = ("53",)
+
+
+def _chain_of(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = getattr(seen, "orig", None) or seen.__cause__
+
+
+def _has_state(exc: BaseException, states: tuple[str, ...]) -> bool:
+    return any(
+        str(getattr(seen, "sqlstate", "") or "").startswith(states) for seen in _chain_of(exc)
+    )
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """Whether an error means "the database cannot be reached now", not a fault of ours."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    """Whether an error means "the database cannot serve us now", not a fault of ours."""
+    for seen in _chain_of(exc):
         if isinstance(seen, PoolTimeout | ConnectionError | TimeoutError):
             return True
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
-        if str(getattr(seen, "sqlstate", "") or "").startswith(_UNAVAILABLE_STATES):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
+    return _has_state(exc, _UNREACHABLE_STATES + _BUSY_STATES)
 
 
 def unavailable_error(exc: BaseException) -> ServiceUnavailable:
-    busy = isinstance(exc, PoolTimeout)
+    busy = isinstance(exc, PoolTimeout) or _has_state(exc, _BUSY_STATES)
     detail = "The database is busy" if busy else "The database is not reachable"
     return ServiceUnavailable(f"{detail}; try again shortly.", headers={"Retry-After": "2"})
 

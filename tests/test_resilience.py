@@ -25,6 +25,7 @@ from referral.models import AuditEvent, CaseFile, IdempotencyRecord
 from referral.models.enums import Agency, Role
 from tests.case_world import referral_body
 from tests.conftest import World, bearer, login
+from tests.databases import _admin
 from tests.helpers import cli_env
 from tests.proxy import DatabaseProxy
 from tests.server import ServerProcess
@@ -133,6 +134,28 @@ async def test_sign_ins_queued_for_the_password_hasher_leave_the_pool_to_everyon
                 assert seconds < 2.0, seconds
     finally:
         await app.state.engine.dispose()
+
+
+async def test_a_database_out_of_connections_is_503_not_a_fault(settings, test_db, signed_in):
+    """PostgreSQL refuses a connection beyond max_connections, or beyond a role's or a
+    database's limit, with SQLSTATE 53300: several workers' pools can add up to more than
+    the server allows. That is the database being busy (503, try again), not a 500."""
+    _, headers = await signed_in(Role.coordinator)
+    role = f"referral_full_{uuid.uuid4().hex[:10]}"
+    await _admin(test_db.server_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    url = make_url(settings.database_url).set(username=role, password=None)
+    app = create_app(settings.model_copy(update={"database_url": url.render_as_string()}))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            me = await client.get("/api/v1/auth/me", headers=headers)
+            form = {"username": "nobody.at.all", "password": "wrong-password-0000"}
+            signing_in = await client.post("/api/v1/auth/token", data=form)
+        for response in (me, signing_in):
+            assert _is_problem_503(response), response.text
+    finally:
+        await app.state.engine.dispose()
+        await _admin(test_db.server_url, f'DROP ROLE IF EXISTS "{role}"')
 
 
 # --- a database restart under load ---------------------------------------------------------
