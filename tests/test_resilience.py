@@ -134,6 +134,8 @@ async def test_sign_ins_queued_for_the_password_hasher_leave_the_pool_to_everyon
                 assert seconds < 2.0, seconds
     finally:
         await app.state.engine.dispose()
+        # the hasher's places are the process's, not the app's: give the suite its own back
+        passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)
 
 
 async def test_a_database_out_of_connections_is_503_not_a_fault(settings, test_db, signed_in):
