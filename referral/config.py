@@ -64,6 +64,11 @@ class Settings(DatabaseSettings):
     # well inside the 2 s in which an exhausted pool must answer 503 (issue 7), on a busy host
     database_pool_timeout_seconds: float = Field(default=1.0, gt=0)
     database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A statement the database does not answer in this time fails (503), and its connection
+    # is closed. Without it, a connection that stalls without closing (a hung server, a
+    # firewall dropping its state) holds its request, and its place in the pool, until TCP
+    # gives up: many minutes. Longer than any statement the app or the CLI runs at 1M cases.
+    database_statement_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # how long a request waits for its audit events to be chained (ADR 0014)
     audit_seal_wait_seconds: float = Field(default=2.0, gt=0)
 

@@ -89,9 +89,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # invalidates the pool, so the next requests reconnect.
         pool_pre_ping=False,
         pool_recycle=1800,
-        # A database that does not answer a connection attempt is "unavailable" (503) in
-        # seconds, not after asyncpg's default minute.
-        connect_args={"timeout": settings.database_connect_timeout_seconds},
+        # A database that does not answer a connection attempt, or a statement, is
+        # "unavailable" (503) in bounded time (config.py), not after asyncpg's default minute
+        # or TCP's retransmission timeout.
+        connect_args={
+            "timeout": settings.database_connect_timeout_seconds,
+            "command_timeout": settings.database_statement_timeout_seconds,
+        },
     )
 
 

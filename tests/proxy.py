@@ -2,7 +2,8 @@
 
 Going down closes the listener and every open connection, as a database restart does to
 its clients: connections in use break mid-statement and new ones are refused until it is
-back up, on the same port.
+back up, on the same port. Stalling holds every byte in both directions without closing
+anything, as a hung server or a firewall that dropped the connections' state does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ class DatabaseProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def up(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -42,14 +51,14 @@ class DatabaseProxy:
             server_w.transport.abort()
             return
         self._writers.update((client_w, server_w))
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+        await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
         self._writers.difference_update((client_w, server_w))
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-        writer.close()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            writer.close()

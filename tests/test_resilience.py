@@ -160,6 +160,53 @@ async def test_a_database_out_of_connections_is_503_not_a_fault(settings, test_d
         await _admin(test_db.server_url, f'DROP ROLE IF EXISTS "{role}"')
 
 
+async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(settings, test_db):
+    """A database that stops answering without closing its connections (a hung server, a
+    firewall that dropped their state) must not hold requests until TCP gives up. Each
+    statement has a deadline: past it the request is 503 and has changed nothing, and once
+    the database answers again, so does the service."""
+    url = make_url(test_db.url)
+    proxy = DatabaseProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.up()
+    proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+    # asyncpg cancels a statement past its deadline over a new connection, which stalls too
+    deadline = {
+        "database_url": proxied,
+        "database_statement_timeout_seconds": 1.0,
+        "database_connect_timeout_seconds": 1.0,
+    }
+    app = create_app(settings.model_copy(update=deadline))
+    try:
+        pair = await _pair(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            key, body = uuid.uuid4().hex, referral_body()
+
+            async def intake() -> httpx.Response:
+                headers = {**pair.referrer, "Idempotency-Key": key}
+                return await client.post("/api/v1/referrals", json=body, headers=headers)
+
+            proxy.stall()
+            started = time.monotonic()
+            both = asyncio.gather(client.get("/api/v1/cases", headers=pair.coordinator), intake())
+            stalled = await asyncio.wait_for(both, timeout=15)  # without a deadline: forever
+            waited = time.monotonic() - started
+            proxy.resume()
+            listed = await client.get("/api/v1/cases", headers=pair.coordinator)
+            retried = await intake()
+
+        for response in stalled:
+            assert _is_problem_503(response), response.text
+        assert waited < 6.0, waited
+        assert listed.status_code == 200, listed.text
+        # the stalled intake wrote nothing: its key submits anew rather than replaying
+        assert retried.status_code == 201, retried.text
+    finally:
+        proxy.resume()
+        await app.state.engine.dispose()
+        await proxy.down()
+
+
 # --- a database restart under load ---------------------------------------------------------
 
 
