@@ -42,10 +42,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     server = postgres_server_url()
     if server is None:
         return
-    from tests.databases import _admin
+    from tests.databases import server_execute
 
     try:
-        asyncio.run(_admin(server, "SELECT 1"))
+        asyncio.run(server_execute(server, "SELECT 1"))
     except Exception as exc:  # a missing PostgreSQL is a failure, never a skip
         pytest.exit(f"{PG_ENV} is set but PostgreSQL is not reachable: {exc}", returncode=3)
 

@@ -22,7 +22,7 @@ def _asyncpg_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-async def _admin(server_url: str, statement: str) -> None:
+async def server_execute(server_url: str, statement: str) -> None:
     import asyncpg
 
     parsed = make_url(server_url)
@@ -59,11 +59,11 @@ class ScratchDatabase:
             path = tmp_dir / f"referral-{label}-{uuid.uuid4().hex[:8]}.db"
             return cls(f"sqlite+aiosqlite:///{path}", None, None)
         name = f"referral_test_{label}_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+        asyncio.run(server_execute(server, f'CREATE DATABASE "{name}"'))
         url = make_url(_asyncpg_url(server)).set(database=name)
         return cls(url.render_as_string(hide_password=False), server, name)
 
     def drop(self) -> None:
         if self.server_url and self.name:
             statement = f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'
-            asyncio.run(_admin(self.server_url, statement))
+            asyncio.run(server_execute(self.server_url, statement))

@@ -25,7 +25,7 @@ from referral.models import AuditEvent, CaseFile, IdempotencyRecord
 from referral.models.enums import Agency, Role
 from tests.case_world import referral_body
 from tests.conftest import World, bearer, login
-from tests.databases import _admin
+from tests.databases import server_execute
 from tests.helpers import cli_env
 from tests.proxy import DatabaseProxy
 from tests.server import ServerProcess
@@ -144,7 +144,7 @@ async def test_a_database_out_of_connections_is_503_not_a_fault(settings, test_d
     the server allows. That is the database being busy (503, try again), not a 500."""
     _, headers = await signed_in(Role.coordinator)
     role = f"referral_full_{uuid.uuid4().hex[:10]}"
-    await _admin(test_db.server_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    await server_execute(test_db.server_url, f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
     url = make_url(settings.database_url).set(username=role, password=None)
     app = create_app(settings.model_copy(update={"database_url": url.render_as_string()}))
     try:
@@ -157,7 +157,7 @@ async def test_a_database_out_of_connections_is_503_not_a_fault(settings, test_d
             assert _is_problem_503(response), response.text
     finally:
         await app.state.engine.dispose()
-        await _admin(test_db.server_url, f'DROP ROLE IF EXISTS "{role}"')
+        await server_execute(test_db.server_url, f'DROP ROLE IF EXISTS "{role}"')
 
 
 async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(settings, test_db):

@@ -39,7 +39,7 @@ _limiter_size = 2
 _wait_seconds = 1.5
 
 
-def configure(concurrency: int, wait_seconds: float = 1.5) -> None:
+def configure(concurrency: int, wait_seconds: float) -> None:
     global _limiter, _turns, _limiter_size, _wait_seconds
     _limiter_size = concurrency
     _wait_seconds = wait_seconds
