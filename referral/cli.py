@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import typer
@@ -34,6 +36,19 @@ def db_downgrade(revision: str) -> None:
     migrate.downgrade(DatabaseSettings().database_url, revision)
 
 
+@asynccontextmanager
+async def _database() -> AsyncIterator[tuple]:
+    """The settings and the engine of a batch command (no statement deadline: db.py)."""
+    from referral.db import create_engine
+
+    settings = get_settings()
+    engine = create_engine(settings, batch=True)
+    try:
+        yield settings, engine
+    finally:
+        await engine.dispose()
+
+
 def _read_checkpoint(checkpoint_file: Path | None):
     from referral.audit.chain import Checkpoint
 
@@ -45,21 +60,16 @@ def _read_checkpoint(checkpoint_file: Path | None):
 
 async def _verify(checkpoint, show_progress: bool):
     from referral.audit import chain
-    from referral.db import create_engine, create_sessionmaker
+    from referral.db import create_sessionmaker
 
-    settings = get_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            total = await chain.count_events(session)
-            if not show_progress:
-                return await chain.verify(session, settings.audit_chain_key, checkpoint)
-            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-                return await chain.verify(
-                    session, settings.audit_chain_key, checkpoint, progress=bar.update
-                )
-    finally:
-        await engine.dispose()
+    async with _database() as (settings, engine), create_sessionmaker(engine)() as session:
+        total = await chain.count_events(session)
+        if not show_progress:
+            return await chain.verify(session, settings.audit_chain_key, checkpoint)
+        with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+            return await chain.verify(
+                session, settings.audit_chain_key, checkpoint, progress=bar.update
+            )
 
 
 @audit_app.command("verify")
@@ -100,15 +110,13 @@ app.add_typer(stats_app, name="stats")
 
 async def _snapshot(as_of):
     from referral.audit.chain import seal_pending, track
-    from referral.db import create_engine, create_sessionmaker
+    from referral.db import create_sessionmaker
     from referral.models import AuditEvent
     from referral.stats.policy import load_reporting_policy
     from referral.stats.snapshot import build_snapshot
 
-    settings = get_settings()
-    policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
-    engine = create_engine(settings)
-    try:
+    async with _database() as (settings, engine):
+        policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
         async with create_sessionmaker(engine)() as session, session.begin():
             snapshot = await build_snapshot(session, policy, as_of, None)
             track(
@@ -123,8 +131,6 @@ async def _snapshot(as_of):
             )
             await seal_pending(session, settings.audit_chain_key)
             return snapshot
-    finally:
-        await engine.dispose()
 
 
 @stats_app.command("snapshot")
@@ -158,15 +164,11 @@ app.add_typer(retention_app, name="retention")
 
 async def _retention(apply: bool, as_of, show_progress: bool):
     from referral.audit.chain import seal_pending, track
-    from referral.db import create_engine, create_sessionmaker
+    from referral.db import create_sessionmaker
     from referral.models import AuditEvent
     from referral.retention.policy import load_retention_policy
     from referral.retention.service import due_for_purge, run_retention
     from referral.retention.sweep import sweep
-
-    settings = get_settings()
-    policy = load_retention_policy(settings.policies_dir / "retention.yaml")
-    engine = create_engine(settings)
 
     def audit_event(case_id, touched):
         track(
@@ -181,7 +183,8 @@ async def _retention(apply: bool, as_of, show_progress: bool):
             ),
         )
 
-    try:
+    async with _database() as (settings, engine):
+        policy = load_retention_policy(settings.policies_dir / "retention.yaml")
         async with create_sessionmaker(engine)() as session, session.begin():
             total = len(await due_for_purge(session, policy, as_of))
             if show_progress and apply and total:
@@ -205,8 +208,6 @@ async def _retention(apply: bool, as_of, show_progress: bool):
                     )
             await seal_pending(session, settings.audit_chain_key)
             return due, swept
-    finally:
-        await engine.dispose()
 
 
 @retention_app.command("run")
@@ -238,13 +239,11 @@ app.add_typer(keys_app, name="keys")
 
 
 async def _rotate(batch: int, show_progress: bool):
-    from referral.db import create_engine, create_sessionmaker
+    from referral.db import create_sessionmaker
     from referral.retention.keys import count_stale, rotate
 
-    settings = get_settings()
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    try:
+    async with _database() as (settings, engine):
+        sessionmaker = create_sessionmaker(engine)
         total = await count_stale(sessionmaker, settings.key_ring)
         if not show_progress or not total:
             return await rotate(sessionmaker, settings.key_ring, settings.audit_chain_key, batch)
@@ -252,8 +251,6 @@ async def _rotate(batch: int, show_progress: bool):
             return await rotate(
                 sessionmaker, settings.key_ring, settings.audit_chain_key, batch, bar.update
             )
-    finally:
-        await engine.dispose()
 
 
 @keys_app.command("rotate")

@@ -67,7 +67,8 @@ class Settings(DatabaseSettings):
     # A statement the database does not answer in this time fails (503), and its connection
     # is closed. Without it, a connection that stalls without closing (a hung server, a
     # firewall dropping its state) holds its request, and its place in the pool, until TCP
-    # gives up: many minutes. Longer than any statement the app or the CLI runs at 1M cases.
+    # gives up: many minutes. Longer than any statement a request makes at 1M cases. The
+    # CLI's batch commands have none (db.create_engine).
     database_statement_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # how long a request waits for its audit events to be chained (ADR 0014)
     audit_seal_wait_seconds: float = Field(default=2.0, gt=0)

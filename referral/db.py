@@ -67,7 +67,10 @@ class StatementCache:
         self._by_identity[id(structure)] = (structure, rest, compiled)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, batch: bool = False) -> AsyncEngine:
+    """The app's engine; with `batch`, a command's (the CLI's), whose statements have no
+    deadline: an operator runs it and watches its progress, and at national scale a single
+    statement of a snapshot or a retention run can outlast a deadline meant for requests."""
     options = {"compiled_cache": StatementCache()}
     if settings.is_sqlite:
         engine = create_async_engine(
@@ -94,7 +97,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # or TCP's retransmission timeout.
         connect_args={
             "timeout": settings.database_connect_timeout_seconds,
-            "command_timeout": settings.database_statement_timeout_seconds,
+            "command_timeout": None if batch else settings.database_statement_timeout_seconds,
         },
     )
 

@@ -6,6 +6,7 @@ The served tests run `referral serve` (uvicorn, as in production) in a process o
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 import uuid
@@ -26,7 +27,7 @@ from referral.models.enums import Agency, Role
 from tests.case_world import referral_body
 from tests.conftest import World, bearer, login
 from tests.databases import server_execute
-from tests.helpers import cli_env
+from tests.helpers import cli_env, run_cli
 from tests.proxy import DatabaseProxy
 from tests.server import ServerProcess
 
@@ -207,6 +208,30 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
         await proxy.down()
 
 
+async def test_a_cli_command_outlasts_the_deadline_of_a_request(settings, test_db):
+    """The statement deadline is the serving app's. A batch command that waits on the
+    database longer than a request may (at national scale one statement of a snapshot, a
+    retention run or a verification does) finishes its work rather than failing part way."""
+    url = make_url(test_db.url)
+    env = cli_env(settings, test_db.url, REFERRAL_DATABASE_STATEMENT_TIMEOUT_SECONDS="0.5")
+    blocker = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, database=url.database
+    )
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE audit_event IN ACCESS EXCLUSIVE MODE")
+        command = asyncio.ensure_future(asyncio.to_thread(run_cli, env, "audit", "checkpoint"))
+        await _until_waiting_on_a_lock(blocker, url.database)
+        await asyncio.sleep(1.5)  # three of the deadlines
+        await transaction.rollback()
+        finished = await asyncio.wait_for(command, timeout=120)
+    finally:
+        await blocker.close()
+    assert finished.returncode == 0, finished.stderr
+    assert set(json.loads(finished.stdout)) == {"seq", "hash"}
+
+
 # --- a database restart under load ---------------------------------------------------------
 
 
@@ -375,6 +400,8 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
 
 async def _until_waiting_on_a_lock(connection: asyncpg.Connection, database: str) -> None:
     for _ in range(100):
+        # in a transaction, PostgreSQL answers from the activity it saw first, unless told
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
         waiting = await connection.fetchval(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
