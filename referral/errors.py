@@ -107,6 +107,11 @@ class ServiceUnavailable(ProblemError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
 
+class Busy(ServiceUnavailable):
+    """Up, but a bounded resource is taken: the password hasher's turns, the trail's one
+    verification. Unlike a database that is down, such a refusal can be audited, and is."""
+
+
 _TITLES = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Authentication required"),

@@ -26,7 +26,7 @@ from referral.db import (
     database_unavailable,
     unavailable_error,
 )
-from referral.errors import ProblemError, install_error_handlers
+from referral.errors import Busy, ProblemError, install_error_handlers
 from referral.middleware import InputGuardMiddleware, RequestContextMiddleware
 from referral.stats.policy import load_reporting_policy
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.sealer = sealer
+    app.state.verification_running = False  # one walk of the whole trail at a time (audit)
     app.state.migration_head = migration_head(settings)
 
     install_error_handlers(app)
@@ -118,6 +119,15 @@ def _install_database_unavailable(app: FastAPI) -> None:
         app.add_exception_handler(error, unavailable)
 
 
+async def _record_busy(request: Request, exc: Busy) -> None:
+    """A refusal for want of a turn is audited (outcome `error`). If even that cannot be
+    written, the answer is still the 503: the request has done nothing to fail closed on."""
+    try:
+        await audit.record_denied(request, exc.status, "busy", outcome="error")
+    except Exception:
+        logger.exception("could not audit a request refused as busy")
+
+
 def _install_denial_audit(app: FastAPI) -> None:
     """Denied attempts are audited in their own transaction, after the request rolled back."""
     problem_handler = app.exception_handlers[ProblemError]
@@ -125,8 +135,11 @@ def _install_denial_audit(app: FastAPI) -> None:
     async def audited_problem(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, ProblemError):  # registered for ProblemError only
             raise exc
-        if exc.status in AUDITED_DENIALS and request.url.path.startswith(api.API_PREFIX):
-            await audit.record_denied(request, exc.status, exc.slug)
+        if request.url.path.startswith(api.API_PREFIX):
+            if exc.status in AUDITED_DENIALS:
+                await audit.record_denied(request, exc.status, exc.slug)
+            elif isinstance(exc, Busy):
+                await _record_busy(request, exc)
         return await problem_handler(request, exc)
 
     app.add_exception_handler(ProblemError, audited_problem)

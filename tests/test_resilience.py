@@ -133,6 +133,20 @@ async def test_sign_ins_queued_for_the_password_hasher_leave_the_pool_to_everyon
             if response.status_code == 503:
                 assert _is_problem_503(response), response.text
                 assert seconds < 2.0, seconds
+        # every sign-in is in the trail, the ones turned away too
+        async with app.state.sessionmaker() as session:
+            ids = [response.headers["x-request-id"] for response, _ in answers]
+            recorded = (
+                await session.exec(
+                    select(AuditEvent.action, AuditEvent.outcome).where(
+                        AuditEvent.request_id.in_(ids)
+                    )
+                )
+            ).all()
+        assert Counter(map(tuple, recorded)) == {
+            ("auth.login", "denied"): statuses[401],
+            ("auth.login", "error"): statuses[503],
+        }
     finally:
         await app.state.engine.dispose()
         # the hasher's places are the process's, not the app's: give the suite its own back

@@ -81,18 +81,27 @@ def record(session: AsyncSession, request: Request, **kwargs: object) -> None:
     track(session, build_event(request, **kwargs))  # type: ignore[arg-type]
 
 
-async def record_denied(request: Request, status_code: int, reason: str) -> None:
-    """Write a denied attempt in its own transaction; never lets a failure hide the denial."""
+async def record_denied(
+    request: Request, status_code: int, reason: str, outcome: str = "denied"
+) -> None:
+    """Write a denied (or refused) attempt in its own transaction; never lets a failure hide
+    the denial. The action is the one the handler said it was taking, if it said, else the
+    route's guard, else the route's name."""
     # imported here: authz.dependencies -> db -> audit would be a cycle at import time
     from referral.authz.dependencies import route_permission
 
     route = request.scope.get("route")
-    action = route_permission(route) or getattr(route, "name", None) or "unknown_route"
+    action = (
+        getattr(request.state, "audit_action", None)
+        or route_permission(route)
+        or getattr(route, "name", None)
+        or "unknown_route"
+    )
     path_ids = [str(v) for v in request.path_params.values()]
     event = build_event(
         request,
         action=action,
-        outcome="denied",
+        outcome=outcome,
         resource_ids=path_ids,
         status_code=status_code,
         purpose=reason,

@@ -20,7 +20,7 @@ from referral.audit.schemas import (
 from referral.authz.dependencies import Access, authorize
 from referral.crypto import open_field, seal_field
 from referral.db import SessionDep
-from referral.errors import Conflict, NotFound
+from referral.errors import Busy, Conflict, NotFound
 from referral.models import AuditEvent, BreakGlassGrant
 from referral.models.base import utcnow
 from referral.pagination import MAX_LIMIT
@@ -92,8 +92,21 @@ async def search_events(
     "/verification", response_model=VerificationOut, summary="Verify the whole hash chain now"
 )
 async def verification(request: Request, session: SessionDep, access: _can("verify")) -> Any:
-    await request.app.state.sealer.sealed()  # anything left staged is chained first
-    result = await chain.verify(session, request.app.state.audit_key)
+    # A walk reads every event: at national scale minutes of a connection and of the
+    # worker's CPU. A second walk at the same time would tell nothing the first does not,
+    # so it is refused (and audited) rather than run: auditors cannot exhaust the worker.
+    state = request.app.state
+    if state.verification_running:
+        raise Busy(
+            "A verification of the trail is running; ask again once it has finished.",
+            headers={"Retry-After": "10"},
+        )
+    state.verification_running = True
+    try:
+        await state.sealer.sealed()  # anything left staged is chained first
+        result = await chain.verify(session, state.audit_key)
+    finally:
+        state.verification_running = False
     audit.record(
         session,
         request,

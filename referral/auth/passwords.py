@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 import anyio
 from passlib.context import CryptContext
 
-from referral.errors import ServiceUnavailable
+from referral.errors import Busy
 
 logger = logging.getLogger("referral.auth")
 
@@ -92,7 +92,7 @@ async def turn() -> AsyncIterator[None]:
         logger.warning(
             "a sign-in waited %.1f s for a turn at the password hasher: 503", _wait_seconds
         )
-        raise ServiceUnavailable(
+        raise Busy(
             "Too many sign-ins at once; try again shortly.", headers={"Retry-After": "1"}
         ) from None
     try:

@@ -56,6 +56,8 @@ async def sign_in(
     recovery_code: Annotated[str | None, Form(max_length=20)] = None,
 ) -> TokenPair | JSONResponse:
     settings = request.app.state.settings
+    # a refusal raised on the way (a lockout, no turn at the hasher) is recorded as a sign-in
+    request.state.audit_action = "auth.login"
     second_factor = service.SecondFactor(
         ring=request.app.state.case_keys.ring,
         required_roles=frozenset(request.app.state.access_policy.second_factor.required_for),
