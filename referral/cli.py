@@ -234,7 +234,7 @@ def retention_run(
     typer.echo(f"{len(due)} case(s) {'purged' if apply else 'due; dry run, nothing changed'}")
 
 
-keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption and blind-index keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -265,6 +265,34 @@ def keys_rotate(
     typer.echo(
         f"done: {sum(rotated.values())} row(s); every value is now under the newest "
         "key, and older keys can be removed from REFERRAL_DATA_KEYS"
+    )
+
+
+async def _reindex(batch: int, show_progress: bool):
+    from referral.db import create_sessionmaker
+    from referral.retention.keys import count_indexed, reindex
+
+    async with _database() as (settings, engine):
+        sessionmaker = create_sessionmaker(engine)
+        keys = (settings.key_ring, settings.blind_index_secret, settings.audit_chain_key)
+        total = await count_indexed(sessionmaker)
+        if not show_progress or not total:
+            return await reindex(sessionmaker, *keys, batch)
+        with typer.progressbar(length=total, label="re-indexing", file=sys.stderr) as bar:
+            return await reindex(sessionmaker, *keys, batch, bar.update)
+
+
+@keys_app.command("reindex")
+def keys_reindex(
+    batch: int = typer.Option(500, min=1, help="Cases per committed batch"),
+    progress: bool = typer.Option(True, help="Show a progress bar on standard error"),
+) -> None:
+    """Compute every case's blind index anew under REFERRAL_BLIND_INDEX_KEY (resumable)."""
+    done = asyncio.run(_reindex(batch, progress))
+    typer.echo(f"{done.checked} case(s) checked, {done.changed} re-indexed")
+    typer.echo(
+        "done: every blind index is now under REFERRAL_BLIND_INDEX_KEY, and "
+        "REFERRAL_BLIND_INDEX_KEY_PREVIOUS can be removed"
     )
 
 

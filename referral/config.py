@@ -78,6 +78,9 @@ class Settings(DatabaseSettings):
     data_keys: SecretStr | None = None
     # HMAC key of the blind index used to find re-referrals without decrypting.
     blind_index_key: SecretStr | None = None
+    # The key before it, only while `referral keys reindex` moves every index to the new
+    # one: until then an intake also finds the earlier referrals indexed under it.
+    blind_index_key_previous: SecretStr | None = None
     # HMAC key of the audit hash chain; kept outside the database it protects.
     audit_key: SecretStr | None = None
     jwt_issuer: str = "referral"
@@ -124,6 +127,13 @@ class Settings(DatabaseSettings):
         if self.blind_index_key is None:
             raise RuntimeError("REFERRAL_BLIND_INDEX_KEY is not set")
         return derive_key(self.blind_index_key.get_secret_value(), "blind-index/v1")
+
+    @property
+    def blind_index_previous_secret(self) -> bytes | None:
+        previous = self.blind_index_key_previous
+        return (
+            None if previous is None else derive_key(previous.get_secret_value(), "blind-index/v1")
+        )
 
     @property
     def audit_chain_key(self) -> bytes:

@@ -87,7 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit_key = settings.audit_chain_key
     app.state.reporting_policy = reporting_policy
     app.state.case_keys = CaseKeys(
-        ring=settings.key_ring, blind_key=settings.blind_index_secret, workflow=workflow
+        ring=settings.key_ring,
+        blind_key=settings.blind_index_secret,
+        workflow=workflow,
+        previous_blind_key=settings.blind_index_previous_secret,
     )
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
 
 import httpx
 import pytest
@@ -13,19 +16,18 @@ from pydantic import SecretStr
 from sqlalchemy import update
 from sqlmodel import select
 
+from referral.config import generate_secret
 from referral.crypto import CryptoError, generate_key_entry, open_field
 from referral.main import create_app
-from referral.models import CaseFile
+from referral.models import AuditEvent, CaseFile
 from referral.retention.keys import SEALED_MODELS, rotate, sealed_columns
-from tests.case_world import new_case, referral_body, screen_and_assess
+from tests.case_world import make_town, new_case, referral_body, screen_and_assess
 from tests.conftest import World
 from tests.helpers import cli_env, run_cli, scratch_app
 
 
 @pytest.fixture
 async def sealed(settings, tmp_path):
-    from tests.case_world import make_town
-
     async with scratch_app(settings, tmp_path, "keys") as (app, client, own, _):
         town = await make_town(client, World(app))
         cases = []
@@ -143,3 +145,72 @@ async def test_an_interrupted_rotation_resumes(sealed):
     assert await _versions(app) == {"v1", "v3"}  # part way
     await rotate(app.state.sessionmaker, ring, app.state.audit_key, batch=1)
     assert await _versions(app) == {"v3"}
+
+
+# --- the blind index ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _deployed(settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+    finally:
+        await app.state.sealer.finished()
+        await app.state.engine.dispose()
+
+
+async def test_a_new_blind_index_key_keeps_finding_the_same_person(settings, tmp_path):
+    """The blind index moves to a new key without losing a person: while both keys are
+    deployed a re-referral still finds the earlier one (the statistics count one person),
+    `keys reindex` moves every index, and then the new key alone finds them all."""
+    person = {"given": "Rishfaqur", "family": "Provëllari", "born": date(2009, 3, 2)}
+    async with scratch_app(settings, tmp_path, "reindex") as (app, client, own, database):
+        town = await make_town(client, World(app))
+        first = await new_case(client, town.referrer, referral_body(**person))
+        other = await new_case(client, town.referrer, referral_body(given="Tjetri"))
+        old_key, new_key = own.blind_index_key, SecretStr(generate_secret("blind_index_key"))
+
+        both = {"blind_index_key": new_key, "blind_index_key_previous": old_key}
+        async with _deployed(own.model_copy(update=both)) as moving:
+            second = await new_case(moving, town.referrer, referral_body(**person))
+            hints = await _hints(moving, town, second)
+        assert hints == set()  # the indexes are under different keys until the reindex
+
+        env = cli_env(
+            own,
+            database.url,
+            REFERRAL_BLIND_INDEX_KEY=new_key.get_secret_value(),
+            REFERRAL_BLIND_INDEX_KEY_PREVIOUS=old_key.get_secret_value(),
+        )
+        moved = await asyncio.to_thread(run_cli, env, "keys", "reindex")
+        assert moved.returncode == 0, moved.stderr
+        assert "3 case(s) checked, 2 re-indexed" in moved.stdout
+        assert "re-indexing" in moved.stderr  # the progress bar
+        again = await asyncio.to_thread(run_cli, env, "keys", "reindex", "--batch", "1")
+        assert "3 case(s) checked, 0 re-indexed" in again.stdout
+
+        async with _deployed(own.model_copy(update={"blind_index_key": new_key})) as renewed:
+            assert await _hints(renewed, town, second) == {first}
+            assert await _hints(renewed, town, first) == {second}
+            third = await new_case(renewed, town.referrer, referral_body(**person))
+            assert await _hints(renewed, town, third) == {first, second}
+
+        async with app.state.sessionmaker() as s:
+            people = dict((await s.exec(select(CaseFile.id, CaseFile.stat_person))).all())
+            reindexed = (
+                await s.exec(select(AuditEvent).where(AuditEvent.action == "keys.reindex"))
+            ).all()
+        same = {people[uuid.UUID(c)] for c in (first, second, third)}
+        assert len(same) == 1  # one person in the statistics, under either key
+        assert people[uuid.UUID(other)] not in same
+        assert {i for e in reindexed for i in e.resource_ids} == {first, other}
+        assert all(e.fields == ["blind_index"] for e in reindexed)
+
+
+async def _hints(client: httpx.AsyncClient, town, case_id: str) -> set[str]:
+    seen = await client.get(f"/api/v1/cases/{case_id}", headers=town.coordinator.headers)
+    assert seen.status_code == 200, seen.text
+    return {hint["case_id"] for hint in seen.json()["possible_rereferrals"]}

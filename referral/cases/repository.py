@@ -59,10 +59,18 @@ async def case_in_scope(
 
 
 # The statistics person of an earlier referral of the same person, found by the INSERT
-# itself rather than a query before it; a new one otherwise.
+# itself rather than a query before it; a new one otherwise. The person's index under the
+# blind-index key, or under the previous key while the indexes move to a new one.
 _EARLIER_PERSON = (
     sa_select(CaseFile.stat_person)
-    .where(col(CaseFile.blind_index) == bindparam("earlier_blind_index", type_=String))
+    .where(
+        col(CaseFile.blind_index).in_(
+            [
+                bindparam("earlier_blind_index", type_=String),
+                bindparam("same_person_as", type_=String),
+            ]
+        )
+    )
     .limit(1)
     .scalar_subquery()
 )
@@ -78,15 +86,19 @@ _CASE_DEFAULTS = dict.fromkeys(CaseFile.__table__.columns.keys()) | {"version": 
 del _CASE_DEFAULTS["stat_person"]
 
 
-async def insert_case(session: AsyncSession, **values: Any) -> None:
+async def insert_case(
+    session: AsyncSession, *, same_person_as: str | None = None, **values: Any
+) -> None:
     """A new case, as one prebuilt INSERT: a referral needs no ORM object, and building and
     flushing one was about a third of an intake's CPU. Columns not given are NULL;
-    `stat_person` is the earlier referral's, if the blind index finds one."""
+    `stat_person` is that of an earlier referral whose blind index is this one's or
+    `same_person_as` (the person's index under the previous key), if there is one."""
     unknown = values.keys() - _CASE_DEFAULTS.keys()
     if unknown:
         raise ValueError(f"case_file has no column {sorted(unknown)}")
     params = _CASE_DEFAULTS | values
     params["earlier_blind_index"] = params["blind_index"]
+    params["same_person_as"] = same_person_as or params["blind_index"]
     params["new_stat_person"] = uuid.uuid4()
     connection = await session.connection()
     await connection.execute(_CASE_INSERT, params)

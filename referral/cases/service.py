@@ -60,6 +60,18 @@ class CaseKeys:
     ring: KeyRing
     blind_key: bytes
     workflow: Workflow
+    # while the blind index moves to a new key (`referral keys reindex`): the old one
+    previous_blind_key: bytes | None = None
+
+    def blind_indexes(self, given_name: str, family_name: str, date_of_birth: date) -> list[str]:
+        """The person's blind index under the key, then under the previous key if any."""
+        return [
+            blind_index(
+                key, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth
+            )
+            for key in (self.blind_key, self.previous_blind_key)
+            if key
+        ]
 
 
 # --- intake -------------------------------------------------------------------------------
@@ -149,6 +161,7 @@ async def submit_referral(
 
     subject = body.subject
     ring = keys.ring
+    indexes = keys.blind_indexes(subject.given_name, subject.family_name, subject.date_of_birth)
     sealed = sealed_columns(
         ring,
         CaseFile.__tablename__,
@@ -176,12 +189,8 @@ async def submit_referral(
         submitted_at=now,
         subject_gender=subject.gender,
         subject_age_band=age_band(subject.date_of_birth, now.date()),
-        blind_index=blind_index(
-            keys.blind_key,
-            given_name=subject.given_name,
-            family_name=subject.family_name,
-            date_of_birth=subject.date_of_birth,
-        ),
+        blind_index=indexes[0],
+        same_person_as=indexes[-1],
         created_at=now,
         updated_at=now,
         **sealed,
