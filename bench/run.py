@@ -86,7 +86,7 @@ async def prepare(settings: Settings, cases: int, pool: int) -> dict:
         snapshot_seconds = time.perf_counter() - started
         started = time.perf_counter()
         async with sessions() as session:
-            verification = await chain.verify(session, settings.audit_chain_key)
+            verification = await chain.verify(session, settings.audit_chain_keys)
         verify_seconds = time.perf_counter() - started
         if not verification.ok:
             raise SystemExit(f"the seeded audit chain does not verify: {verification}")

@@ -65,10 +65,10 @@ async def _verify(checkpoint, show_progress: bool):
     async with _database() as (settings, engine), create_sessionmaker(engine)() as session:
         total = await chain.count_events(session)
         if not show_progress:
-            return await chain.verify(session, settings.audit_chain_key, checkpoint)
+            return await chain.verify(session, settings.audit_chain_keys, checkpoint)
         with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
             return await chain.verify(
-                session, settings.audit_chain_key, checkpoint, progress=bar.update
+                session, settings.audit_chain_keys, checkpoint, progress=bar.update
             )
 
 
@@ -129,7 +129,7 @@ async def _snapshot(as_of):
                     purpose="cli",
                 ),
             )
-            await seal_pending(session, settings.audit_chain_key)
+            await seal_pending(session, settings.audit_chain_keys)
             return snapshot
 
 
@@ -206,7 +206,7 @@ async def _retention(apply: bool, as_of, show_progress: bool):
                             purpose="retention",
                         ),
                     )
-            await seal_pending(session, settings.audit_chain_key)
+            await seal_pending(session, settings.audit_chain_keys)
             return due, swept
 
 
@@ -246,10 +246,10 @@ async def _rotate(batch: int, show_progress: bool):
         sessionmaker = create_sessionmaker(engine)
         total = await count_stale(sessionmaker, settings.key_ring)
         if not show_progress or not total:
-            return await rotate(sessionmaker, settings.key_ring, settings.audit_chain_key, batch)
+            return await rotate(sessionmaker, settings.key_ring, settings.audit_chain_keys, batch)
         with typer.progressbar(length=total, label="re-encrypting", file=sys.stderr) as bar:
             return await rotate(
-                sessionmaker, settings.key_ring, settings.audit_chain_key, batch, bar.update
+                sessionmaker, settings.key_ring, settings.audit_chain_keys, batch, bar.update
             )
 
 
@@ -274,7 +274,7 @@ async def _reindex(batch: int, show_progress: bool):
 
     async with _database() as (settings, engine):
         sessionmaker = create_sessionmaker(engine)
-        keys = (settings.key_ring, settings.blind_index_secret, settings.audit_chain_key)
+        keys = (settings.key_ring, settings.blind_index_secret, settings.audit_chain_keys)
         total = await count_indexed(sessionmaker)
         if not show_progress or not total:
             return await reindex(sessionmaker, *keys, batch)

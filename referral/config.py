@@ -9,12 +9,15 @@ from __future__ import annotations
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from referral.crypto import KeyRing, KeyRingError, derive_key, generate_key_entry
+
+if TYPE_CHECKING:
+    from referral.audit.chain import AuditKeys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
@@ -83,6 +86,10 @@ class Settings(DatabaseSettings):
     blind_index_key_previous: SecretStr | None = None
     # HMAC key of the audit hash chain; kept outside the database it protects.
     audit_key: SecretStr | None = None
+    # The earlier audit keys, comma-separated: to verify the stretches of the chain chained
+    # under them (keep them as long as the trail), and to accept events still staged under
+    # one. The chain moves to the current key by a marker event (ADR 0023).
+    audit_keys_previous: SecretStr | None = None
     jwt_issuer: str = "referral"
     jwt_audience: str = "referral-api"
     access_token_minutes: int = Field(default=15, ge=1, le=60)
@@ -140,6 +147,16 @@ class Settings(DatabaseSettings):
         if self.audit_key is None:
             raise RuntimeError("REFERRAL_AUDIT_KEY is not set")
         return derive_key(self.audit_key.get_secret_value(), "audit-chain/v1")
+
+    @property
+    def audit_chain_keys(self) -> AuditKeys:
+        from referral.audit.chain import AuditKeys  # the chain imports the models; not here
+
+        listed = (self.audit_keys_previous or SecretStr("")).get_secret_value().split(",")
+        previous = tuple(derive_key(p.strip(), "audit-chain/v1") for p in listed if p.strip())
+        if self.audit_chain_key in previous:  # the chain never goes back to a key it left
+            raise RuntimeError("REFERRAL_AUDIT_KEY is also in REFERRAL_AUDIT_KEYS_PREVIOUS")
+        return AuditKeys(self.audit_chain_key, previous)
 
     @property
     def jwt_key(self) -> str:

@@ -135,7 +135,7 @@ async def request_transaction(request: Request) -> AsyncIterator[None]:
         try:
             yield
             # Fail closed: the audit events commit with the change, or nothing commits.
-            staged = await stage_pending(session, request.app.state.audit_key)
+            staged = await stage_pending(session, request.app.state.audit_keys)
         finally:
             del request.scope[_REQUEST_SESSION]
     if staged:  # answered once the events are in the chain (ADR 0014)

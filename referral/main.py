@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reporting_policy = load_reporting_policy(settings.policies_dir / "reporting.yaml")
     passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)
     engine = create_engine(settings)
-    sealer = Sealer(engine, settings.audit_chain_key, settings.audit_seal_wait_seconds)
+    sealer = Sealer(engine, settings.audit_chain_keys, settings.audit_seal_wait_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verified_tokens = tokens.VerifiedTokens(settings)
     app.state.access_policy = access_policy
-    app.state.audit_key = settings.audit_chain_key
+    app.state.audit_keys = settings.audit_chain_keys
     app.state.reporting_policy = reporting_policy
     app.state.case_keys = CaseKeys(
         ring=settings.key_ring,

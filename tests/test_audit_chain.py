@@ -54,7 +54,7 @@ async def _verify(app, checkpoint: chain.Checkpoint | None = None) -> chain.Veri
     # batches of 5: the trail spans several, so the walk carries on across them, with the
     # next batch in flight while an event is read again on its values
     async with app.state.sessionmaker() as session:
-        return await chain.verify(session, app.state.audit_key, checkpoint, batch=5)
+        return await chain.verify(session, app.state.audit_keys, checkpoint, batch=5)
 
 
 async def _head(app) -> chain.Checkpoint:
@@ -95,7 +95,7 @@ async def test_events_with_every_field_set_hold_on_the_databases_rendering(trail
                 fields=["given_name", "notes"],
             )
             chain.track(session, event)
-        await chain.seal_pending(session, app.state.audit_key)
+        await chain.seal_pending(session, app.state.audit_keys)
     result = await _verify(app)
     assert (result.ok, result.checked, result.rechecked) == (True, EVENTS + 3, 0), result.reason
 
@@ -104,7 +104,7 @@ async def _seal_unusual_events(app) -> None:
     async with app.state.sessionmaker() as session, session.begin():
         for event in unusual_events():
             chain.track(session, event)
-        await chain.seal_pending(session, app.state.audit_key)
+        await chain.seal_pending(session, app.state.audit_keys)
 
 
 async def test_events_rendered_differently_are_checked_on_their_values(trail):
@@ -125,7 +125,7 @@ async def test_rows_written_before_track_held_lists_to_the_alphabet_still_verify
         for ids in (["ä"], [", "], ['a"b', "c\\d"]):
             event = synthetic_event(action="test.legacy", resource_ids=ids)
             session.info.setdefault(chain.PENDING_KEY, []).append(event)  # as `track` once did
-        await chain.seal_pending(session, app.state.audit_key)
+        await chain.seal_pending(session, app.state.audit_keys)
     result = await _verify(app)
     assert result.ok, result.reason
     assert result.checked == EVENTS + 3

@@ -33,7 +33,7 @@ async def _denied(client) -> None:
 
 async def _verify(app) -> chain.Verification:
     async with app.state.sessionmaker() as session:
-        return await chain.verify(session, app.state.audit_key, batch=3)
+        return await chain.verify(session, app.state.audit_keys, batch=3)
 
 
 async def _staged_ids(app) -> list[int]:
@@ -153,7 +153,7 @@ async def test_events_the_database_renders_differently_are_chained_on_their_valu
     async with app.state.sessionmaker() as session, session.begin():
         for event in unusual_events():
             chain.track(session, event)
-        await chain.stage_pending(session, app.state.audit_key)
+        await chain.stage_pending(session, app.state.audit_keys)
     await _denied(client)  # its round chains the three and this request's event
     assert await _staged_ids(app) == []
     result = await _verify(app)
@@ -179,7 +179,7 @@ async def test_a_round_that_moves_fewer_events_than_it_chained_is_rolled_back(
     await _denied(client)
     (staged_id,) = await _staged_ids(app)
     async with app.state.engine.connect() as connection:
-        staged = chain._staged_events(connection, app.state.audit_key)
+        staged = chain._staged_events(connection, app.state.audit_keys)
         links = [
             (staged_id, EVENTS + 1, "0" * 64, "1" * 64),
             (staged_id + 1000, EVENTS + 2, "1" * 64, "2" * 64),

@@ -138,12 +138,12 @@ async def test_an_interrupted_rotation_resumes(sealed):
         await rotate(
             app.state.sessionmaker,
             ring,
-            app.state.audit_key,
+            app.state.audit_keys,
             batch=1,
             progress=stop_after_first_batch,
         )
     assert await _versions(app) == {"v1", "v3"}  # part way
-    await rotate(app.state.sessionmaker, ring, app.state.audit_key, batch=1)
+    await rotate(app.state.sessionmaker, ring, app.state.audit_keys, batch=1)
     assert await _versions(app) == {"v3"}
 
 

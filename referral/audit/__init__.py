@@ -109,7 +109,7 @@ async def record_denied(
     try:
         async with request.app.state.sessionmaker() as session, session.begin():
             track(session, event)
-            await stage_pending(session, request.app.state.audit_key)
+            await stage_pending(session, request.app.state.audit_keys)
     except Exception:
         logger.exception("could not write the audit event of a denied request")
         raise

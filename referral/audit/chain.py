@@ -100,6 +100,65 @@ def _mac(key: bytes, prev_hash: str, content: bytes) -> str:
     return hmac.digest(key, prev_hash.encode() + content, "sha256").hex()
 
 
+# --- the audit keys (ADR 0023) --------------------------------------------------------------
+# The chain moves to a new key by a marker event that names the new key and is chained under
+# it. Verification starts under the key of the first event and changes key only at a marker,
+# never back to a key it has left: so an old key, once succeeded, vouches for nothing after,
+# and the marker's link binds everything before it under the new key.
+
+KEY_ROTATED = "audit.key_rotated"
+# How a marker's canonical form, and PostgreSQL's rendering of it, begins: "action" sorts
+# first of the fields. A test, not a scan: it runs once per event of the trail.
+_MARKER = b'{"action":"%s"' % KEY_ROTATED.encode()
+if _SORTED_FIELDS[0] != "action":  # pragma: no cover - a guard on the line above
+    raise RuntimeError("a marker event is found by its first field, which is no longer action")
+
+
+def key_id(key: bytes) -> str:
+    """A name for an audit key that gives nothing of the key away."""
+    return hmac.digest(key, b"referral audit key id", "sha256").hex()[:16]
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """The key new events are chained under, and the keys earlier stretches of the chain
+    were chained under: kept to verify those, and to accept events that a process not yet
+    given the new key staged under the old one."""
+
+    current: bytes
+    previous: tuple[bytes, ...] = ()
+    current_id: str = field(init=False)
+    by_id: dict[str, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "current_id", key_id(self.current))
+        object.__setattr__(self, "by_id", {key_id(k): k for k in (*self.previous, self.current)})
+
+    @property
+    def every(self) -> tuple[bytes, ...]:
+        return (self.current, *self.previous)
+
+
+class UnknownAuditKey(RuntimeError):
+    """The chain continues under a key this process was not given: it must not chain."""
+
+
+def _key_rotation_event(successor: str, predecessor: str) -> SimpleNamespace:
+    return pending_event(
+        **dict.fromkeys(("actor_user_id", "actor_role", "actor_organisation_id"), None),
+        actor_municipality_id=None,
+        action=KEY_ROTATED,
+        resource_type="audit_key",
+        resource_ids=[successor],
+        outcome="allowed",
+        status_code=None,
+        request_id=None,
+        client_address=None,
+        purpose=f"succeeds:{predecessor}",
+        fields=[],
+    )
+
+
 def pending_event(**values: Any) -> SimpleNamespace:
     """An event to seal: a plain record with the columns of `audit_event`. Not an ORM
     object: one is built on every audited request, and the table model's instrumented
@@ -142,15 +201,19 @@ _RESERVE = (
     update(_HEAD)
     .where(_HEAD.c.id == 1)
     .values(seq=_HEAD.c.seq + bindparam("count"))
-    .returning(_HEAD.c.seq, _HEAD.c.hash)
+    .returning(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.key_id)
 )
-_ADVANCE = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("head_hash"))
+_SET_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"), key_id=bindparam("head_key"))
+)
 _INSERT = insert(AuditEvent.__table__)
 _STORED = tuple(column.name for column in AuditEvent.__table__.columns)
 _STORED_NAMES = frozenset(_STORED)
 
 
-async def seal_pending(session: AsyncSession, key: bytes) -> int:
+async def seal_pending(session: AsyncSession, keys: AuditKeys) -> int:
     """Chain this transaction's events onto the head. Call last, just before commit.
 
     For the offline jobs (CLI); requests stage theirs instead (ADR 0014). The head stays
@@ -159,17 +222,58 @@ async def seal_pending(session: AsyncSession, key: bytes) -> int:
     if not pending:
         return 0
     connection = await session.connection()
-    last_seq, prev = (await connection.execute(_RESERVE, {"count": len(pending)})).one()
-    for offset, event in enumerate(pending):
-        event.seq = last_seq - len(pending) + 1 + offset
-        event.prev_hash = prev
-        event.hash = compute_hash(key, prev, event)
-        prev = event.hash
+    seq, prev = await _continue_chain(connection, keys, *await _lock_head(connection))
+    for event in pending:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev
+        event.hash = prev = compute_hash(keys.current, prev, event)
     await connection.execute(
         _INSERT, [{name: getattr(event, name) for name in _STORED} for event in pending]
     )
-    await connection.execute(_ADVANCE, {"head_hash": prev})
+    await _set_head(connection, keys, seq, prev)
     return len(pending)
+
+
+async def _lock_head(connection: Any) -> tuple[int, str, str | None]:
+    """The chain's head (seq, hash, key id), locked until the transaction ends."""
+    return tuple((await connection.execute(_RESERVE, {"count": 0})).one())  # type: ignore[return-value]
+
+
+async def _set_head(connection: Any, keys: AuditKeys, seq: int, last: str) -> None:
+    values = {"head_seq": seq, "head_hash": last, "head_key": keys.current_id}
+    await connection.execute(_SET_HEAD, values)
+
+
+async def _continue_chain(
+    connection: Any, keys: AuditKeys, seq: int, prev: str, head_key: str | None
+) -> tuple[int, str]:
+    """Where the next event goes, under the current key: after the head, and after a
+    marker moving the chain to the current key if it ends under another. With the head
+    locked. Raises UnknownAuditKey if the chain ends under a key this process lacks."""
+    if head_key == keys.current_id or prev == GENESIS:
+        return seq, prev
+    before = keys.by_id.get(head_key) if head_key else await _key_of_event(connection, keys, seq)
+    if before is None:
+        raise UnknownAuditKey(
+            f"the audit chain continues under key {head_key or '(of the head event)'}, which "
+            "this process was not given; its events stay staged until a process with it chains them"
+        )
+    if before == keys.current:  # a head recorded before heads named their key
+        return seq, prev
+    marker = _key_rotation_event(keys.current_id, key_id(before))
+    marker.seq, marker.prev_hash = seq + 1, prev
+    marker.hash = compute_hash(keys.current, prev, marker)
+    await connection.execute(_INSERT, {name: getattr(marker, name) for name in _STORED})
+    return marker.seq, marker.hash
+
+
+async def _key_of_event(connection: Any, keys: AuditKeys, seq: int) -> bytes | None:
+    """The key whose hash the event `seq` carries, of those given; None if none."""
+    row = (await connection.execute(_EXACT, {"after": seq - 1, "until": seq, "batch": 1})).first()
+    if row is None or row[_HASH] is None:
+        return None
+    content = _exact_content(row)
+    return next((k for k in keys.every if _mac(k, row[_PREV], content) == row[_HASH]), None)
 
 
 # --- staged events and the sealer's round (ADR 0014) ----------------------------------------
@@ -189,11 +293,6 @@ _STAGED_BATCH = (
 )
 _STAGED_ONE = sa_select(_STAGED).where(_STAGED.c.id == bindparam("id"))
 _UNSTAGE = _STAGED.delete().where(_STAGED.c.id.in_(bindparam("ids", expanding=True)))
-_SET_HEAD = (
-    update(_HEAD)
-    .where(_HEAD.c.id == 1)
-    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
-)
 # Chain links start with 64 hex digits; this prefix cannot, so a staged event's MAC can never
 # stand in for a link, nor a link for a staged MAC.
 _STAGED_DOMAIN = "staged:"
@@ -211,14 +310,15 @@ def staged_mac(key: bytes, values: Any) -> str:
     return _mac(key, _STAGED_DOMAIN, _staged_content(values))
 
 
-async def stage_pending(session: AsyncSession, key: bytes) -> int:
+async def stage_pending(session: AsyncSession, keys: AuditKeys) -> int:
     """Write this transaction's events to `audit_staged`, each with its MAC. Call last,
     just before commit: they commit with the change they record, or neither does."""
     pending: list[Any] = session.info.pop(PENDING_KEY, [])
     if not pending:
         return 0
     rows = [
-        {name: getattr(event, name) for name in _STAGED_CONTENT} | {"mac": staged_mac(key, event)}
+        {name: getattr(event, name) for name in _STAGED_CONTENT}
+        | {"mac": staged_mac(keys.current, event)}
         for event in pending
     ]
     connection = await session.connection()
@@ -226,10 +326,14 @@ async def stage_pending(session: AsyncSession, key: bytes) -> int:
     return len(rows)
 
 
-def _held_content(key: bytes, values: Any, mac: str) -> bytes | None:
-    """A staged event's canonical form (seq null) if its MAC holds, else None."""
+def _held_content(keys: AuditKeys, values: Any, mac: str) -> bytes | None:
+    """A staged event's canonical form (seq null) if its MAC holds under one of the keys
+    (a process not yet given the current one stages under the key before it), else None."""
     content = _staged_content(values)
-    return content if hmac.compare_digest(_mac(key, _STAGED_DOMAIN, content), mac) else None
+    for key in keys.every:
+        if hmac.compare_digest(_mac(key, _STAGED_DOMAIN, content), mac):
+            return content
+    return None
 
 
 _NO_SEQ = b'"seq":null'
@@ -256,8 +360,8 @@ class _StagedEvents:
     form if its MAC holds (None if not), and moves chained ones into the trail. Portable:
     through SQLAlchemy, on SQLite and PostgreSQL alike."""
 
-    def __init__(self, connection: Any, key: bytes) -> None:
-        self.connection, self.key = connection, key
+    def __init__(self, connection: Any, keys: AuditKeys) -> None:
+        self.connection, self.keys = connection, keys
         self._values: dict[int, Any] = {}
 
     async def batches(self, size: int) -> AsyncIterator[list[tuple[int, bytes | None]]]:
@@ -274,7 +378,7 @@ class _StagedEvents:
         return rows
 
     async def _contents(self, rows: Sequence[Any]) -> list[tuple[int, bytes | None]]:
-        return [(row.id, _held_content(self.key, row._mapping, row.mac)) for row in rows]
+        return [(row.id, _held_content(self.keys, row._mapping, row.mac)) for row in rows]
 
     async def move(self, links: Links) -> None:
         events = [
@@ -299,10 +403,10 @@ class _StagedEventsOnPostgreSQL(_StagedEvents):
         contents: list[tuple[int, bytes | None]] = []
         for staged_id, mac, rendered in rows:
             content = rendered.encode()
-            if not hmac.compare_digest(_mac(self.key, _STAGED_DOMAIN, content), mac):
+            if not hmac.compare_digest(_mac(self.keys.current, _STAGED_DOMAIN, content), mac):
                 exact = await self.connection.execute(_STAGED_ONE, {"id": staged_id})
                 values = exact.one_or_none()
-                content = None if values is None else _held_content(self.key, values._mapping, mac)
+                content = None if values is None else _held_content(self.keys, values._mapping, mac)
             contents.append((staged_id, content))
         return contents
 
@@ -313,10 +417,10 @@ class _StagedEventsOnPostgreSQL(_StagedEvents):
             raise RuntimeError(f"{len(links)} staged events were chained, {moved.rowcount} moved")
 
 
-def _staged_events(connection: Any, key: bytes) -> _StagedEvents:
+def _staged_events(connection: Any, keys: AuditKeys) -> _StagedEvents:
     if connection.dialect.name == "postgresql":
-        return _StagedEventsOnPostgreSQL(connection, key)
-    return _StagedEvents(connection, key)
+        return _StagedEventsOnPostgreSQL(connection, keys)
+    return _StagedEvents(connection, keys)
 
 
 @dataclass
@@ -325,31 +429,39 @@ class SealRound:
     refused: list[int] = field(default_factory=list)  # staged ids whose MAC does not hold
 
 
-async def seal_staged(connection: Any, key: bytes, batch: int = 2_000) -> SealRound:
+async def seal_staged(
+    connection: Any, keys: AuditKeys, batch: int = 2_000, move: bool = False
+) -> SealRound:
     """Chain every staged event, in staged order, onto the head, in the caller's transaction.
 
     The head row is locked first (`seq + 0`), so rounds in several processes run one after
     another and each sees what the one before it left. A staged row whose MAC does not hold
     was not written by this application: it is left where it is, and verification fails
     until someone looks at it."""
-    seq, prev = (await connection.execute(_RESERVE, {"count": 0})).one()
+    seq, prev, head_key = await _lock_head(connection)
     outcome = SealRound()
-    staged = _staged_events(connection, key)
+    continued = moved = move and head_key != keys.current_id
+    if moved:  # at a sealer's start: the chain moves to its key whether or not events wait
+        seq, prev = await _continue_chain(connection, keys, seq, prev, head_key)
+    staged = _staged_events(connection, keys)
     async for rows in staged.batches(batch):
         links: Links = []
         for staged_id, content in rows:
             if content is None:
                 outcome.refused.append(staged_id)
                 continue
+            if not continued:  # a marker, if the key changed, only before a real event
+                seq, prev = await _continue_chain(connection, keys, seq, prev, head_key)
+                continued = True
             seq += 1
-            link = _mac(key, prev, _with_seq(content, seq))
+            link = _mac(keys.current, prev, _with_seq(content, seq))
             links.append((staged_id, seq, prev, link))
             prev = link
         if links:
             await staged.move(links)
             outcome.sealed += len(links)
-    if outcome.sealed:
-        await connection.execute(_SET_HEAD, {"head_seq": seq, "head_hash": prev})
+    if outcome.sealed or moved:
+        await _set_head(connection, keys, seq, prev)
     return outcome
 
 
@@ -565,6 +677,8 @@ class _Walk:
     prev: str = GENESIS
     expected: int | None = None  # the next sequence number; None before the first sealed event
     at_checkpoint: str | None = None
+    key: bytes | None = None  # the key of this stretch of the chain; None before the first
+    left: list[bytes] = field(default_factory=list)  # the keys of the stretches before it
 
 
 # What _walk_batch found, when it did not stop at a row to be checked on its exact values.
@@ -577,7 +691,7 @@ def _walk_batch(
     content: Callable[[Sequence[Any]], bytes],
     walk: _Walk,
     result: Verification,
-    key: bytes,
+    keys: AuditKeys,
     checkpoint: Checkpoint | None,
     rendered: bool = False,
 ) -> int:
@@ -585,7 +699,7 @@ def _walk_batch(
     `result` says why) at the first event that does not; with `rendered` contents, the index
     of a row whose rendering failed its hash, to be checked again on its exact values (the
     walk stands just before it). A plain loop: it runs once per event of the trail."""
-    prev, expected = walk.prev, walk.expected
+    prev, expected, key = walk.prev, walk.expected, walk.key
     checkpoint_seq = checkpoint.seq if checkpoint else None
     for index in range(start, len(rows)):
         row = rows[index]
@@ -604,18 +718,41 @@ def _walk_batch(
         if row[_PREV] != prev:
             result.broken(seq, "prev_hash does not match the event before it")
             return _BROKE
-        if _mac(key, prev, content(row)) != sealed:
+        body = content(row)
+        signer = key
+        if body.startswith(_MARKER):  # chained under the key it moves the chain to
+            signer = _successor(body, keys)
+            if signer is None or signer in walk.left:
+                where = "back to an audit key it left" if signer else "to an audit key not given"
+                result.broken(seq, f"the event moves the chain {where}")
+                return _BROKE
+        elif key is None:  # the first chained event: under whichever key it holds
+            signer = next((k for k in keys.every if _mac(k, prev, body) == sealed), None)
+        if signer is None or _mac(signer, prev, body) != sealed:
             if rendered:
-                walk.prev, walk.expected = prev, expected
+                walk.prev, walk.expected, walk.key = prev, expected, key
                 return index
             result.broken(seq, "the contents do not match the hash")
             return _BROKE
+        if signer is not key:
+            if key is not None:
+                walk.left.append(key)
+            key = signer
         if seq == checkpoint_seq:
             walk.at_checkpoint = sealed
         prev, expected = sealed, seq + 1
         result.checked += 1
-    walk.prev, walk.expected = prev, expected
+    walk.prev, walk.expected, walk.key = prev, expected, key
     return _HELD
+
+
+def _successor(body: bytes, keys: AuditKeys) -> bytes | None:
+    """The key a marker event moves the chain to, if it is one of `keys`."""
+    try:
+        named = orjson.loads(body)["resource_ids"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return keys.by_id.get(named[0]) if isinstance(named, list) and named else None
 
 
 async def count_events(session: AsyncSession) -> int:
@@ -624,7 +761,7 @@ async def count_events(session: AsyncSession) -> int:
 
 async def verify(
     session: AsyncSession,
-    key: bytes,
+    keys: AuditKeys,
     checkpoint: Checkpoint | None = None,
     progress: Callable[[int], None] | None = None,
     batch: int = 2_000,
@@ -632,15 +769,15 @@ async def verify(
     """Walk the chain in order; name the first event that does not hold, and why."""
     result = Verification(ok=True)
     walk = _Walk()
-    if await _walk_trail(session, key, checkpoint, batch, walk, result, progress):
-        await _finish(session, result, walk, checkpoint)
-    await _check_staged(await session.connection(), key, result, batch)
+    if await _walk_trail(session, keys, checkpoint, batch, walk, result, progress):
+        await _finish(session, result, walk, keys, checkpoint)
+    await _check_staged(await session.connection(), keys, result, batch)
     return result
 
 
-async def _check_staged(connection: Any, key: bytes, result: Verification, batch: int) -> None:
+async def _check_staged(connection: Any, keys: AuditKeys, result: Verification, batch: int) -> None:
     """Events committed but not yet chained hold only if each carries its MAC."""
-    async for rows in _staged_events(connection, key).batches(batch):
+    async for rows in _staged_events(connection, keys).batches(batch):
         for staged_id, content in rows:
             if content is None:
                 if result.ok:
@@ -652,7 +789,7 @@ async def _check_staged(connection: Any, key: bytes, result: Verification, batch
 
 async def _walk_trail(
     session: AsyncSession,
-    key: bytes,
+    keys: AuditKeys,
     checkpoint: Checkpoint | None,
     batch: int,
     walk: _Walk,
@@ -674,7 +811,9 @@ async def _walk_trail(
             await asyncio.sleep(0)  # the next query goes out now
             if progress:
                 progress(len(rows))
-            held = await _walk_rows(rows, rendered, reader, upcoming, walk, result, key, checkpoint)
+            held = await _walk_rows(
+                rows, rendered, reader, upcoming, walk, result, keys, checkpoint
+            )
             if not held:
                 return False
     finally:
@@ -690,33 +829,46 @@ async def _walk_rows(
     upcoming: asyncio.Future[Any],
     walk: _Walk,
     result: Verification,
-    key: bytes,
+    keys: AuditKeys,
     checkpoint: Checkpoint | None,
 ) -> bool:
     """One batch; an event whose rendering failed its hash is read again as values and
     checked on those (after the upcoming batch has arrived: one statement at a time)."""
     content = _rendered_content if rendered else _exact_content
     start = 0
-    while (stop := _walk_batch(rows, start, content, walk, result, key, checkpoint, rendered)) >= 0:
+    while (
+        stop := _walk_batch(rows, start, content, walk, result, keys, checkpoint, rendered)
+    ) >= 0:
         await asyncio.wait([upcoming])
         exact = await reader.exact(rows[stop][_SEQ])
         result.rechecked += 1
         if not exact:
             result.broken(rows[stop][_SEQ], "the event was deleted during verification")
             return False
-        if _walk_batch(exact, 0, _exact_content, walk, result, key, checkpoint) == _BROKE:
+        if _walk_batch(exact, 0, _exact_content, walk, result, keys, checkpoint) == _BROKE:
             return False
         start = stop + 1
     return stop != _BROKE
 
 
 async def _finish(
-    session: AsyncSession, result: Verification, walk: _Walk, checkpoint: Checkpoint | None
+    session: AsyncSession,
+    result: Verification,
+    walk: _Walk,
+    keys: AuditKeys,
+    checkpoint: Checkpoint | None,
 ) -> Verification:
-    """After a walk to the end of the trail: the head row and the checkpoint must agree."""
+    """After a walk to the end of the trail: the head row and the checkpoint must agree, and
+    the trail must end under the current key (every process moves it there as it starts)."""
     prev, expected = walk.prev, walk.expected
     last = (expected - 1) if expected is not None else 0
     result.head_seq, result.head_hash = last, prev
+    if walk.key is not None and walk.key != keys.current:
+        return result.broken(
+            last + 1,
+            "the trail ends under an earlier audit key: its move to the current key is "
+            "gone, or no server with the current key has started yet",
+        )
     head = await session.get(AuditChainHead, 1)
     if head is not None and expected is not None and (head.seq, head.hash) != (last, prev):
         return result.broken(

@@ -104,7 +104,7 @@ async def verification(request: Request, session: SessionDep, access: _can("veri
     state.verification_running = True
     try:
         await state.sealer.sealed()  # anything left staged is chained first
-        result = await chain.verify(session, state.audit_key)
+        result = await chain.verify(session, state.audit_keys)
     finally:
         state.verification_running = False
     audit.record(

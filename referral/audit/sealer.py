@@ -17,7 +17,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from referral.audit.chain import seal_staged
+from referral.audit.chain import AuditKeys, seal_staged
 
 logger = logging.getLogger("referral.audit")
 
@@ -29,14 +29,15 @@ _RETRY_AT_MOST = 30.0  # seconds between tries while no request waits
 
 
 class Sealer:
-    def __init__(self, engine: AsyncEngine, key: bytes, wait_seconds: float) -> None:
+    def __init__(self, engine: AsyncEngine, keys: AuditKeys, wait_seconds: float) -> None:
         self._engine = engine
-        self._key = key
+        self._keys = keys
         self._wait_seconds = wait_seconds
         self._waiting: list[asyncio.Future[None]] = []
         self._rounds: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None  # ends a pause between tries
         self._closing = False
+        self._moved = False  # whether a round has moved the chain to this process's key
 
     async def sealed(self) -> None:
         """Return once every event committed before this call is chained.
@@ -102,10 +103,11 @@ class Sealer:
         try:
             async with self._engine.begin() as connection:
                 connection = await connection.execution_options(**{SEALER_OPTION: True})
-                outcome = await seal_staged(connection, self._key)
+                outcome = await seal_staged(connection, self._keys, move=not self._moved)
         except Exception:
             logger.exception("could not chain the staged audit events; they stay staged")
             return False
+        self._moved = True
         if outcome.refused:
             logger.error(
                 "staged audit events %s do not carry the audit key's MAC: written outside "

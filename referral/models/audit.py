@@ -81,6 +81,8 @@ class AuditChainHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     seq: int = Field(default=0, sa_type=BigInteger().with_variant(Integer, "sqlite"))
     hash: str = Field(sa_type=String(64))
+    # the audit key the chain continues under (chain.key_id); NULL: not yet recorded
+    key_id: str | None = Field(default=None, sa_type=String(16))
 
 
 class BreakGlassGrant(SQLModel, table=True):

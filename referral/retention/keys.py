@@ -15,7 +15,7 @@ from datetime import date
 from sqlalchemy import and_, func, or_, update
 from sqlmodel import col, select
 
-from referral.audit.chain import seal_pending, track
+from referral.audit.chain import AuditKeys, seal_pending, track
 from referral.crypto import KeyRing, blind_index
 from referral.models import AuditEvent, CaseFile
 from referral.retention.service import CASE_PARTS
@@ -57,7 +57,7 @@ async def count_stale(sessionmaker, ring: KeyRing) -> int:
 async def rotate(
     sessionmaker,
     ring: KeyRing,
-    audit_key: bytes,
+    audit_keys: AuditKeys,
     batch: int = 500,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
@@ -96,7 +96,7 @@ async def rotate(
                         purpose=f"to_key_version={ring.current}",
                     ),
                 )
-                await seal_pending(session, audit_key)
+                await seal_pending(session, audit_keys)
             rotated[table] = rotated.get(table, 0) + len(rows)
             if progress:
                 progress(len(rows))
@@ -125,7 +125,7 @@ async def reindex(
     sessionmaker,
     ring: KeyRing,
     blind_key: bytes,
-    audit_key: bytes,
+    audit_keys: AuditKeys,
     batch: int = 500,
     progress: Callable[[int], None] | None = None,
 ) -> Reindexed:
@@ -175,7 +175,7 @@ async def reindex(
                         purpose="blind_index_key",
                     ),
                 )
-                await seal_pending(session, audit_key)
+                await seal_pending(session, audit_keys)
         after = rows[-1][0]
         done.checked += len(rows)
         done.changed += len(changed)
