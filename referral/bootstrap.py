@@ -6,11 +6,12 @@ import uuid
 
 from sqlmodel import select
 
+from referral.audit.chain import seal_pending, track
 from referral.auth import passwords
 from referral.auth.service import normalise_username
 from referral.config import Settings
 from referral.db import create_engine, create_sessionmaker
-from referral.models import Organisation, User
+from referral.models import AuditEvent, Organisation, User
 from referral.models.enums import Agency, Role
 
 ADMIN_ORGANISATION = "National referral mechanism administration"
@@ -58,6 +59,19 @@ async def create_admin_account(
             )
             session.add(user)
             await session.flush()
+            # an account made outside the API is an admin action like any other: audited
+            track(
+                session,
+                AuditEvent(
+                    action="admin.user.create",
+                    outcome="allowed",
+                    resource_type="user",
+                    resource_ids=[str(user.id)],
+                    fields=["display_name", "username"],
+                    purpose="cli",
+                ),
+            )
+            await seal_pending(session, settings.audit_chain_keys)
             return user.id
     finally:
         await engine.dispose()

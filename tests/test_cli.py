@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from referral.config import SECRET_FIELDS, Environment, Settings, generate_secret
+from referral.config import SECRET_FIELDS, Environment, Settings
 from referral.demo.seed import MUNICIPALITIES, DemoRefused, seed_demo
-from referral.models import CaseFile, Municipality, Organisation, User
+from referral.models import AuditEvent, CaseFile, Municipality, Organisation, User
 from referral.models.enums import Agency, Role
 from tests.case_world import HAPPY_PATH
 from tests.conftest import enrol
-from tests.helpers import run_cli
+from tests.helpers import cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,16 +27,13 @@ def _cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Co
     return run_cli({**os.environ, **env}, *args, stdin=stdin)
 
 
-def _env(url: str) -> dict[str, str]:
-    return {
-        "REFERRAL_DATABASE_URL": url,
-        "REFERRAL_ENV": "production",
-        **{f"REFERRAL_{name.upper()}": generate_secret(name) for name in SECRET_FIELDS},
-    }
+def _env(settings: Settings, url: str) -> dict[str, str]:
+    # the suite's secrets: an event the command writes joins the chain under the suite's key
+    return cli_env(settings, url)
 
 
-async def test_create_admin_from_stdin_then_sign_in(client, test_db):
-    env = _env(test_db.url)
+async def test_create_admin_from_stdin_then_sign_in(client, app, settings, test_db):
+    env = _env(settings, test_db.url)
     username = f"first.admin.{secrets.token_hex(3)}"
     result = await asyncio.to_thread(
         _cli,
@@ -56,6 +53,13 @@ async def test_create_admin_from_stdin_then_sign_in(client, test_db):
     )
     assert me.json()["role"] == "admin"
     assert me.json()["municipality_id"] is None
+    async with app.state.sessionmaker() as s:  # an admin action like any other: audited
+        account = (await s.exec(select(User).where(User.username == username))).one()
+        made = (
+            await s.exec(select(AuditEvent).where(AuditEvent.action == "admin.user.create"))
+        ).all()
+    [event] = [e for e in made if e.resource_ids == [str(account.id)]]
+    assert (event.purpose, event.fields) == ("cli", ["display_name", "username"])
 
     again = await asyncio.to_thread(
         _cli,
@@ -67,19 +71,19 @@ async def test_create_admin_from_stdin_then_sign_in(client, test_db):
     assert "already exists" in again.stderr
 
 
-async def test_create_admin_refuses_a_short_password(test_db):
+async def test_create_admin_refuses_a_short_password(settings, test_db):
     result = await asyncio.to_thread(
         _cli,
         ["create-admin", "--username", "short.pw.admin", "--password-stdin"],
-        _env(test_db.url),
+        _env(settings, test_db.url),
         "tooshort\n",
     )
     assert result.returncode == 2
     assert "at least 12" in result.stderr
 
 
-async def test_serve_refuses_to_start_with_an_example_secret(test_db):
-    env = {**_env(test_db.url), "REFERRAL_JWT_SECRET": "change-me"}
+async def test_serve_refuses_to_start_with_an_example_secret(settings, test_db):
+    env = {**_env(settings, test_db.url), "REFERRAL_JWT_SECRET": "change-me"}
     result = await asyncio.to_thread(_cli, ["serve"], env)
     assert result.returncode != 0
     assert "REFERRAL_JWT_SECRET is an example value" in result.stderr
