@@ -139,18 +139,9 @@ async def test_the_old_key_cannot_cut_the_move_away(rotated):
     """Removing the marker and everything after it, head row and all, and going on under
     the old key, leaves a trail that ends under an earlier key: caught."""
     app, both, database, first, _ = rotated
-    events = await _events(app)
-    last = events[BEFORE - 1]
-    forged = synthetic_event(action="case.read")
-    forged.seq, forged.prev_hash = last.seq + 1, last.hash
-    forged.hash = chain.compute_hash(_key(both, first), forged.prev_hash, forged)
+    last = (await _events(app))[BEFORE - 1]
     await tamper(database, "audit_event", f"DELETE FROM audit_event WHERE seq > {last.seq}")
-    async with app.state.sessionmaker() as session, session.begin():
-        session.add(AuditEvent(**vars(forged)))
-        await session.exec(
-            text("UPDATE audit_chain_head SET seq = :seq, hash = :hash, key_id = NULL"),
-            params={"seq": forged.seq, "hash": forged.hash},
-        )
+    forged = await _append(app, synthetic_event(action="case.read"), _key(both, first), last)
     result = await _verify(both)
     assert (result.ok, result.first_broken) == (False, forged.seq + 1)
     assert result.reason.startswith("the trail ends under an earlier audit key")
@@ -158,12 +149,9 @@ async def test_the_old_key_cannot_cut_the_move_away(rotated):
 
 async def test_the_old_key_cannot_take_the_chain_back(rotated):
     app, both, _, first, _ = rotated
-    events = await _events(app)
-    back = chain._key_rotation_event(chain.key_id(_key(both, first)), "forged")
-    back.seq, back.prev_hash = events[-1].seq + 1, events[-1].hash
-    back.hash = chain.compute_hash(_key(both, first), back.prev_hash, back)
-    async with app.state.sessionmaker() as session, session.begin():
-        session.add(AuditEvent(**vars(back)))
+    old_key = _key(both, first)
+    marker = chain._key_rotation_event(chain.key_id(old_key), "forged")
+    back = await _append(app, marker, old_key, (await _events(app))[-1])
     result = await _verify(both)
     assert (result.ok, result.first_broken) == (False, back.seq)
     assert result.reason == "the event moves the chain back to an audit key it left"
@@ -190,16 +178,8 @@ async def test_a_server_starting_with_the_new_key_moves_the_chain_at_once(settin
 
 async def test_the_old_key_cannot_add_events_after_the_move(rotated):
     app, both, _, first, _ = rotated
-    events = await _events(app)
-    forged = synthetic_event(action="case.read")
-    forged.seq, forged.prev_hash = events[-1].seq + 1, events[-1].hash
-    forged.hash = chain.compute_hash(_key(both, first), forged.prev_hash, forged)
-    async with app.state.sessionmaker() as session, session.begin():
-        session.add(AuditEvent(**vars(forged)))
-        await session.exec(
-            text("UPDATE audit_chain_head SET seq = :seq, hash = :hash"),
-            params={"seq": forged.seq, "hash": forged.hash},
-        )
+    last = (await _events(app))[-1]
+    forged = await _append(app, synthetic_event(action="case.read"), _key(both, first), last)
     result = await _verify(both)
     assert (result.ok, result.first_broken) == (False, forged.seq)
     assert result.reason == "the contents do not match the hash"
@@ -242,6 +222,20 @@ async def test_a_head_from_before_heads_named_their_key_is_found_by_its_hash(set
         assert [e.action for e in events][3] == chain.KEY_ROTATED
         result = await _verify(both)
         assert (result.ok, result.checked) == (True, 5), result.reason
+
+
+async def _append(app, event, key: bytes, after: AuditEvent):
+    """`event` chained after `after` with `key`, and the head moved onto it (naming no
+    key), as someone with write access to the database and that key would."""
+    event.seq, event.prev_hash = after.seq + 1, after.hash
+    event.hash = chain.compute_hash(key, event.prev_hash, event)
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add(AuditEvent(**vars(event)))
+        await session.exec(
+            text("UPDATE audit_chain_head SET seq = :seq, hash = :hash, key_id = NULL"),
+            params={"seq": event.seq, "hash": event.hash},
+        )
+    return event
 
 
 def _key(settings, secret: SecretStr) -> bytes:
