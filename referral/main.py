@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from referral import api, audit, migrate
 from referral.audit.sealer import Sealer
+from referral.audit.verifications import Verifier
 from referral.auth import passwords, tokens
 from referral.authz.policy import load_access_policy
 from referral.cases.service import CaseKeys
@@ -62,12 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)
     engine = create_engine(settings)
     sealer = Sealer(engine, settings.audit_chain_keys, settings.audit_seal_wait_seconds)
+    sessionmaker = create_sessionmaker(engine)
+    verifier = Verifier(sessionmaker, sealer, settings.audit_chain_keys)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sealer.start()  # chains whatever an earlier process left staged
         freeze_startup_heap()
         yield
+        await verifier.finished()  # a walk cut short is recorded as such, and chained
         await sealer.finished()
         await engine.dispose()
 
@@ -93,9 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         previous_blind_key=settings.blind_index_previous_secret,
     )
     app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.sessionmaker = sessionmaker
     app.state.sealer = sealer
-    app.state.verification_running = False  # one walk of the whole trail at a time (audit)
+    app.state.verifier = verifier
     app.state.migration_head = migration_head(settings)
 
     install_error_handlers(app)

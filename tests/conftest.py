@@ -77,6 +77,7 @@ def settings(test_db: ScratchDatabase) -> Settings:
 async def app(settings: Settings):
     application = create_app(settings)
     yield application
+    await application.state.verifier.finished()
     await application.state.sealer.finished()
     await application.state.engine.dispose()
 

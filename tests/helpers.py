@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -63,6 +65,7 @@ async def scratch_app(settings: Settings, tmp_path: Path, label: str) -> AsyncIt
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield app, client, own, database
         finally:
+            await app.state.verifier.finished()
             await app.state.sealer.finished()
             await app.state.engine.dispose()
     finally:
@@ -142,3 +145,19 @@ def unusual_events() -> list:
         event.occurred_at = at
         events.append(event)
     return events
+
+
+async def until_waiting_on_a_lock(connection: asyncpg.Connection, database: str) -> None:
+    """Return once another session on `database` waits for a lock (PostgreSQL)."""
+    for _ in range(100):
+        # in a transaction, PostgreSQL answers from the activity it saw first, unless told
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            database,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the request never came to wait for a lock")

@@ -37,6 +37,7 @@ async def _deployed(settings) -> AsyncIterator[tuple]:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield app, client
     finally:
+        await app.state.verifier.finished()
         await app.state.sealer.finished()
         await app.state.engine.dispose()
 

@@ -1,8 +1,8 @@
-"""The auditor's view: search, verification, break-glass queue; break-glass itself."""
+"""The auditor's view: search, break-glass queue; break-glass itself. Walks of the trail:
+test_audit_verifications.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from referral.audit import chain
 from referral.models import AuditEvent, BreakGlassGrant
 from referral.models.base import utcnow
 from referral.models.enums import Agency, Role
@@ -35,7 +34,7 @@ async def auditor(signed_in):
 async def test_only_the_auditor_reaches_the_audit_api(client, app, signed_in, role):
     _, headers = await signed_in(role)
     routes = [i for i in api_routes(app) if i.path.startswith("/api/v1/audit")]
-    assert len(routes) == 4
+    assert len(routes) == 6
     for info in routes:
         response = await client.request(
             info.method, concrete_path(info), headers=headers, json={"verdict": "justified"}
@@ -121,61 +120,6 @@ async def test_search_pages_by_sequence(client, auditor, town):
             break
     assert len(seen) >= 3
     assert seen == sorted(set(seen))
-
-
-async def test_verification_endpoint_and_the_audit_of_auditing(client, app, signed_in):
-    account, headers = await signed_in(Role.auditor)
-    result = (await client.get("/api/v1/audit/verification", headers=headers)).json()
-    assert result["ok"] is True
-    assert result["first_broken"] is None
-    assert result["checked"] > 0
-    async with app.state.sessionmaker() as s:
-        mine = (
-            await s.exec(select(AuditEvent.action).where(AuditEvent.actor_user_id == account.id))
-        ).all()
-    assert "audit.verify" in mine
-
-
-async def test_one_verification_at_a_time_a_second_is_refused_and_audited(
-    client, app, signed_in, monkeypatch
-):
-    """A walk of the whole trail takes minutes at national scale: a second one at the same
-    time is 503 at once, not a second walk, and the refusal is in the trail."""
-    account, headers = await signed_in(Role.auditor)
-    url = "/api/v1/audit/verification"
-    walking, finish = asyncio.Event(), asyncio.Event()
-    verify = chain.verify
-
-    async def a_long_walk(*args, **kwargs):
-        walking.set()
-        await finish.wait()
-        return await verify(*args, **kwargs)
-
-    monkeypatch.setattr(chain, "verify", a_long_walk)
-    first = asyncio.ensure_future(client.get(url, headers=headers))
-    await asyncio.wait_for(walking.wait(), timeout=10)
-    try:  # were it let in, it would walk until the first finished: never
-        second = await asyncio.wait_for(client.get(url, headers=headers), timeout=10)
-    finally:
-        finish.set()
-    first_answer = await first
-    third = await client.get(url, headers=headers)
-
-    assert second.status_code == 503, second.text
-    assert second.headers["content-type"] == "application/problem+json"
-    assert second.headers["retry-after"] == "10"
-    assert "running" in second.json()["detail"]
-    for answer in (first_answer, third):  # the third: the first walk gave its turn back
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["ok"] is True
-    async with app.state.sessionmaker() as s:
-        refused = (
-            await s.exec(
-                select(AuditEvent).where(AuditEvent.request_id == second.headers["x-request-id"])
-            )
-        ).one()
-    assert (refused.action, refused.outcome, refused.status_code) == ("audit.verify", "error", 503)
-    assert (refused.actor_user_id, refused.purpose) == (account.id, "busy")
 
 
 async def test_full_lifecycle_trail_shows_who_read_the_case_and_no_personal_data(

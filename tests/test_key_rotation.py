@@ -158,6 +158,7 @@ async def _deployed(settings) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield client
     finally:
+        await app.state.verifier.finished()
         await app.state.sealer.finished()
         await app.state.engine.dispose()
 

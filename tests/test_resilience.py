@@ -27,7 +27,7 @@ from referral.models.enums import Agency, Role
 from tests.case_world import referral_body
 from tests.conftest import World, bearer, login
 from tests.databases import server_execute
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, run_cli, until_waiting_on_a_lock
 from tests.proxy import DatabaseProxy
 from tests.server import ServerProcess
 
@@ -236,7 +236,7 @@ async def test_a_cli_command_outlasts_the_deadline_of_a_request(settings, test_d
         await transaction.start()
         await blocker.execute("LOCK TABLE audit_event IN ACCESS EXCLUSIVE MODE")
         command = asyncio.ensure_future(asyncio.to_thread(run_cli, env, "audit", "checkpoint"))
-        await _until_waiting_on_a_lock(blocker, url.database)
+        await until_waiting_on_a_lock(blocker, url.database)
         await asyncio.sleep(1.5)  # three of the deadlines
         await transaction.rollback()
         finished = await asyncio.wait_for(command, timeout=120)
@@ -392,7 +392,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
                     headers=pair.coordinator,
                 )
             )
-            await _until_waiting_on_a_lock(blocker, url.database)
+            await until_waiting_on_a_lock(blocker, url.database)
             server.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(1.5)
             assert server.process.poll() is None, "exited with a request in flight"
@@ -410,18 +410,3 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits(
     finally:
         await blocker.close()
         await asyncio.to_thread(server.stop)
-
-
-async def _until_waiting_on_a_lock(connection: asyncpg.Connection, database: str) -> None:
-    for _ in range(100):
-        # in a transaction, PostgreSQL answers from the activity it saw first, unless told
-        await connection.execute("SELECT pg_stat_clear_snapshot()")
-        waiting = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-            database,
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail("the request never came to wait for a lock")

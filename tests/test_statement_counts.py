@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from referral.models import AuditVerification
 from referral.models.enums import Agency, Role
 from tests.case_world import etag, force_state, make_town, new_case
 from tests.conftest import bearer, login
@@ -205,6 +206,22 @@ async def test_admin_lists_do_not_grow_with_the_page(app, client, world, signed_
         assert large == small, (kind, statements)
 
 
+async def test_the_list_of_walks_does_not_grow_with_the_walks(app, client, signed_in):
+    account, auditor = await signed_in(Role.auditor)
+
+    async def walks(count: int) -> None:
+        async with app.state.sessionmaker() as session, session.begin():
+            for _ in range(count):
+                session.add(AuditVerification(requested_by=account.id, status="ok"))
+
+    await walks(1)
+    await _grows_not(
+        app, client, auditor, ["/api/v1/audit/verifications?limit=50"], lambda: walks(8)
+    )
+    listed = (await client.get("/api/v1/audit/verifications?limit=50", headers=auditor)).json()
+    assert len(listed) >= 9
+
+
 # Every GET route, and the test above that holds its statement count still as what it
 # returns grows. A new GET route must be named here, with its test or with why it has none.
 _DETAIL = test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes
@@ -219,6 +236,7 @@ COUNTED = {
     "/api/v1/panel-meetings": test_panel_meetings_do_not_grow_with_the_meetings,
     "/api/v1/audit/events": test_audit_search_statement_count_does_not_grow_with_the_page,
     "/api/v1/audit/break-glass": test_the_break_glass_queue_does_not_grow_with_the_grants,
+    "/api/v1/audit/verifications": test_the_list_of_walks_does_not_grow_with_the_walks,
     **{
         f"/api/v1/admin/{kind}": test_admin_lists_do_not_grow_with_the_page
         for kind in ("municipalities", "organisations", "users")
@@ -239,8 +257,7 @@ NOT_COUNTED = {
     },
     "/api/v1/stats/catalogue": "the latest snapshot and the policy; no rows listed",
     "/api/v1/stats/{measure}": "one published table: its cells in one statement (stats.service)",
-    "/api/v1/audit/verification": "walks the whole chain in batches by design; the bench "
-    "measures it in events per second",
+    "/api/v1/audit/verifications/{verification_id}": "one walk's row",
 }
 
 

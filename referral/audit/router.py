@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from sqlmodel import col, select
 
 from referral import audit
-from referral.audit import chain
+from referral.audit import verifications
 from referral.audit.queries import mentions
 from referral.audit.schemas import (
     AuditEventOut,
@@ -20,8 +20,8 @@ from referral.audit.schemas import (
 from referral.authz.dependencies import Access, authorize
 from referral.crypto import open_field, seal_field
 from referral.db import SessionDep
-from referral.errors import Busy, Conflict, NotFound
-from referral.models import AuditEvent, BreakGlassGrant
+from referral.errors import Conflict, NotFound
+from referral.models import AuditEvent, AuditVerification, BreakGlassGrant
 from referral.models.base import utcnow
 from referral.pagination import MAX_LIMIT
 from referral.routing import API_PREFIX, ProblemRoute
@@ -88,42 +88,88 @@ async def search_events(
     return AuditPage(items=[AuditEventOut.model_validate(r) for r in rows], next_after=next_after)
 
 
-@router.get(
-    "/verification", response_model=VerificationOut, summary="Verify the whole hash chain now"
+def _verification_url(walk_id: uuid.UUID) -> str:
+    return f"{API_PREFIX}/audit/verifications/{walk_id}"
+
+
+@router.post(
+    "/verifications",
+    response_model=VerificationOut,
+    status_code=202,
+    summary="Start a walk of the whole hash chain, or join the one running",
+    description="Answered at once: the server walks the trail and keeps the walk's progress "
+    "and result at the `Location` given. One walk runs at a time; asking while one runs "
+    "answers that one.",
 )
-async def verification(request: Request, session: SessionDep, access: _can("verify")) -> Any:
-    # A walk reads every event: at national scale minutes of a connection and of the
-    # worker's CPU. A second walk at the same time would tell nothing the first does not,
-    # so it is refused (and audited) rather than run: auditors cannot exhaust the worker.
-    state = request.app.state
-    if state.verification_running:
-        raise Busy(
-            "A verification of the trail is running; ask again once it has finished.",
-            headers={"Retry-After": "10"},
-        )
-    state.verification_running = True
-    try:
-        await state.sealer.sealed()  # anything left staged is chained first
-        result = await chain.verify(session, state.audit_keys)
-    finally:
-        state.verification_running = False
+async def start_verification(
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+    session: SessionDep,
+    access: _can("verify"),
+) -> Any:
+    walk, started = await verifications.claim(session, access.actor.user_id)
+    if started:  # after the commit, so the walk's row is there for it to finish
+        background.add_task(request.app.state.verifier.start, walk.id)
+    response.headers["Location"] = _verification_url(walk.id)
     audit.record(
         session,
         request,
         action="audit.verify",
-        resource_type="audit_event",
-        purpose="ok" if result.ok else "broken",
+        resource_type="audit_verification",
+        resource_ids=[walk.id],
+        purpose="started" if started else "joined",
     )
-    return VerificationOut(
-        ok=result.ok,
-        checked=result.checked,
-        unchained=result.unchained,
-        staged=result.staged,
-        head_seq=result.head_seq,
-        head_hash=result.head_hash,
-        first_broken=result.first_broken,
-        reason=result.reason,
+    return walk
+
+
+@router.get(
+    "/verifications",
+    response_model=list[VerificationOut],
+    summary="The latest walks of the hash chain, newest first",
+)
+async def list_verifications(
+    request: Request,
+    session: SessionDep,
+    access: _can("verify"),
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+) -> Any:
+    statement = (
+        select(AuditVerification)
+        .order_by(col(AuditVerification.requested_at).desc(), col(AuditVerification.id).desc())
+        .limit(limit)
     )
+    walks = (await session.exec(statement)).all()
+    audit.record(
+        session,
+        request,
+        action="audit.verifications",
+        resource_type="audit_verification",
+        resource_ids=[walk.id for walk in walks],
+    )
+    return walks
+
+
+@router.get(
+    "/verifications/{verification_id}",
+    response_model=VerificationOut,
+    summary="One walk of the hash chain: its progress, or its result",
+)
+async def read_verification(
+    request: Request, session: SessionDep, verification_id: uuid.UUID, access: _can("verify")
+) -> Any:
+    walk = await session.get(AuditVerification, verification_id)
+    if walk is None:
+        raise NotFound("No such verification.")
+    audit.record(
+        session,
+        request,
+        action="audit.verification",
+        resource_type="audit_verification",
+        resource_ids=[walk.id],
+        purpose=walk.status,
+    )
+    return walk
 
 
 def _grant_out(request: Request, grant: BreakGlassGrant) -> BreakGlassOut:

@@ -37,12 +37,23 @@ class AuditPage(BaseModel):
 
 
 class VerificationOut(BaseModel):
-    ok: bool
+    """A walk of the whole trail. `running` while it walks (`checked` grows as it goes); then
+    `ok`, `broken` (`first_broken` names the first event that does not hold, `reason` says
+    why) or `failed` (the walk could not finish; `reason` says why)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: Literal["running", "ok", "broken", "failed"]
+    requested_by: uuid.UUID
+    requested_at: datetime
+    heartbeat_at: datetime
+    finished_at: datetime | None
     checked: int
     unchained: int
     staged: int
-    head_seq: int
-    head_hash: str
+    head_seq: int | None
+    head_hash: str | None
     first_broken: int | None
     reason: str | None
 

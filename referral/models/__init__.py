@@ -1,6 +1,12 @@
 """Every table model, imported here so Alembic and the app see one complete metadata."""
 
-from referral.models.audit import AuditChainHead, AuditEvent, BreakGlassGrant, audit_staged
+from referral.models.audit import (
+    AuditChainHead,
+    AuditEvent,
+    AuditVerification,
+    BreakGlassGrant,
+    audit_staged,
+)
 from referral.models.auth import AuthSession, LoginThrottle, RefreshToken
 from referral.models.base import metadata
 from referral.models.case import (
@@ -23,6 +29,7 @@ from referral.models.user import RecoveryCode, User
 __all__ = [
     "AuditChainHead",
     "AuditEvent",
+    "AuditVerification",
     "AuthSession",
     "BreakGlassGrant",
     "CaseAssessment",

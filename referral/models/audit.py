@@ -14,11 +14,13 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
     Text,
     Uuid,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -113,3 +115,46 @@ class BreakGlassGrant(SQLModel, table=True):
     verdict: str | None = Field(default=None, sa_type=String(16))
     review_note_enc: str | None = Field(default=None, sa_type=Text)
     version: int = Field(default=1)
+
+
+VERIFICATION_STATUSES = ("running", "ok", "broken", "failed")
+
+
+class AuditVerification(SQLModel, table=True):
+    """One walk of the whole trail, asked for by an auditor and run by the server (ADR 0024).
+
+    At most one runs at a time across every worker: the partial unique index lets one row be
+    `running`. A running walk writes its heartbeat every few seconds; one whose heartbeat has
+    stopped (its worker died) is ended as `failed` by the next request for a walk."""
+
+    __tablename__ = "audit_verification"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'ok', 'broken', 'failed')", name="status"),
+        Index(
+            "uq_audit_verification_running",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
+    requested_by: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("user_account.id", ondelete="RESTRICT"), nullable=False)
+    )
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    status: str = Field(default="running", sa_type=String(8))
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # events checked so far while running; all of them once finished
+    checked: int = Field(default=0, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    unchained: int = Field(default=0, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    staged: int = Field(default=0, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    head_seq: int | None = Field(default=None, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    head_hash: str | None = Field(default=None, sa_type=String(64))
+    first_broken: int | None = Field(
+        default=None, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    # why the trail does not hold, or why the walk could not finish; never personal data
+    reason: str | None = Field(default=None, sa_type=Text)

@@ -1,0 +1,286 @@
+"""Walks of the whole trail: an auditor asks, the server walks and keeps the result (ADR 0024).
+
+A walk of tens of millions of events outlasts any proxy, so the request that asks for one is
+answered at once, and the auditor reads the walk's progress and result as it goes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy import update
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from referral.audit import verifications
+from referral.models import AuditEvent, AuditVerification
+from referral.models.base import utcnow
+from referral.models.enums import Role
+from tests.conftest import World, bearer, login
+from tests.helpers import scratch_app, tamper, until_waiting_on_a_lock
+
+URL = "/api/v1/audit/verifications"
+
+
+async def _finished(client, headers: dict, url: str) -> dict:
+    """The walk at `url` once it has ended, as the auditor polling it would see it."""
+    for _ in range(400):
+        answer = await client.get(url, headers=headers)
+        assert answer.status_code == 200, answer.text
+        if answer.json()["status"] != "running":
+            return answer.json()
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the walk did not finish: {answer.json()}")
+
+
+async def _result_of(app, walk_id: str) -> AuditEvent:
+    """The event that records how walk `walk_id` ended: there is exactly one."""
+    (result,) = [
+        e for e in await _events(app, action="audit.verify_result") if e.resource_ids == [walk_id]
+    ]
+    return result
+
+
+async def _events(app, **where) -> list[AuditEvent]:
+    statement = select(AuditEvent).order_by(AuditEvent.seq)
+    for column, value in where.items():
+        statement = statement.where(getattr(AuditEvent, column) == value)
+    async with app.state.sessionmaker() as session:
+        return list((await session.exec(statement)).all())
+
+
+def _held_walks(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Walks that start, then wait for the test to let them finish: (walking, finish)."""
+    walking, finish = asyncio.Event(), asyncio.Event()
+    verify = verifications.verify
+
+    async def a_long_walk(*args, **kwargs):
+        walking.set()
+        await finish.wait()
+        return await verify(*args, **kwargs)
+
+    monkeypatch.setattr(verifications, "verify", a_long_walk)
+    return walking, finish
+
+
+async def test_an_auditor_asks_for_a_walk_and_reads_its_result(client, app, signed_in):
+    account, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers)
+
+    assert asked.status_code == 202, asked.text
+    walk_id = asked.json()["id"]
+    assert asked.headers["location"] == f"{URL}/{walk_id}"
+    assert asked.json()["requested_by"] == str(account.id)
+    walk = await _finished(client, headers, asked.headers["location"])
+    assert walk["status"] == "ok", walk
+    assert walk["first_broken"] is None
+    assert walk["reason"] is None
+    assert walk["checked"] > 0
+    assert walk["head_seq"] >= walk["checked"]
+    assert walk["finished_at"] >= walk["requested_at"]
+    listed = (await client.get(URL, headers=headers)).json()
+    assert listed[0]["id"] == walk_id  # newest first
+
+    asked_for = await _events(app, action="audit.verify", actor_user_id=account.id)
+    assert [(e.purpose, e.resource_ids) for e in asked_for] == [("started", [walk_id])]
+    result = await _result_of(app, walk_id)
+    assert (result.outcome, result.purpose) == ("allowed", "ok")
+    read = await _events(app, action="audit.verification", actor_user_id=account.id)
+    assert read
+    assert all(e.resource_ids == [walk_id] for e in read)
+
+
+async def test_one_walk_at_a_time_asking_again_joins_the_one_running(
+    client, app, signed_in, monkeypatch
+):
+    walking, finish = _held_walks(monkeypatch)
+    first_auditor, first = await signed_in(Role.auditor)
+    second_auditor, second = await signed_in(Role.auditor)
+
+    started = await client.post(URL, headers=first)
+    await asyncio.wait_for(walking.wait(), timeout=10)
+    try:
+        joined = await client.post(URL, headers=second)
+        running = (await client.get(started.headers["location"], headers=second)).json()
+    finally:
+        finish.set()
+
+    assert (started.status_code, joined.status_code) == (202, 202)
+    assert joined.json()["id"] == started.json()["id"]
+    assert joined.headers["location"] == started.headers["location"]
+    assert running["status"] == "running"
+    assert (await _finished(client, first, started.headers["location"]))["status"] == "ok"
+    async with app.state.sessionmaker() as session:
+        walks = (
+            await session.exec(
+                select(AuditVerification.id).where(
+                    col(AuditVerification.requested_by).in_([first_auditor.id, second_auditor.id])
+                )
+            )
+        ).all()
+    assert [str(walk_id) for walk_id in walks] == [started.json()["id"]]
+    purposes = {
+        e.actor_user_id: e.purpose
+        for e in await _events(app, action="audit.verify")
+        if e.resource_ids == [started.json()["id"]]
+    }
+    assert purposes == {first_auditor.id: "started", second_auditor.id: "joined"}
+    after = await client.post(URL, headers=second)  # once it has ended, asking walks again
+    assert after.json()["id"] != started.json()["id"]
+    await _finished(client, second, after.headers["location"])
+
+
+async def test_a_running_walk_keeps_writing_its_heartbeat(client, app, signed_in, monkeypatch):
+    monkeypatch.setattr(verifications, "HEARTBEAT_SECONDS", 0.05)
+    walking, finish = _held_walks(monkeypatch)
+    _, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers)
+    await asyncio.wait_for(walking.wait(), timeout=10)
+    began = datetime.fromisoformat(asked.json()["heartbeat_at"])
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            walk = (await client.get(asked.headers["location"], headers=headers)).json()
+            if datetime.fromisoformat(walk["heartbeat_at"]) > began:
+                break
+    finally:
+        finish.set()
+
+    assert walk["status"] == "running"
+    assert datetime.fromisoformat(walk["heartbeat_at"]) > began, "no heartbeat was written"
+    assert (await _finished(client, headers, asked.headers["location"]))["status"] == "ok"
+
+
+async def test_a_walk_whose_server_died_is_ended_and_a_new_one_starts(client, app, signed_in):
+    account, headers = await signed_in(Role.auditor)
+    long_ago = utcnow() - verifications.STALE_AFTER - timedelta(seconds=1)
+    orphan = AuditVerification(requested_by=account.id, heartbeat_at=long_ago, checked=5)
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add(orphan)
+
+    asked = await client.post(URL, headers=headers)
+
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["id"] != str(orphan.id)
+    ended = (await client.get(f"{URL}/{orphan.id}", headers=headers)).json()
+    assert ended["status"] == "failed"
+    assert "stopped before it finished" in ended["reason"]
+    assert (await _finished(client, headers, asked.headers["location"]))["status"] == "ok"
+
+
+async def test_a_walk_still_beating_is_not_taken_over(client, app, signed_in):
+    account, headers = await signed_in(Role.auditor)
+    alive = AuditVerification(requested_by=account.id)  # another worker's, beating just now
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add(alive)
+
+    try:
+        asked = await client.post(URL, headers=headers)
+    finally:  # the other worker "finishes", so the suite's later walks can run
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.exec(
+                update(AuditVerification)
+                .where(col(AuditVerification.id) == alive.id)
+                .values(status="failed", finished_at=utcnow())
+            )
+
+    assert asked.json()["id"] == str(alive.id)
+    assert asked.json()["status"] == "running"
+
+
+async def test_a_walk_cut_short_by_shutdown_is_recorded_as_failed(
+    client, app, signed_in, monkeypatch
+):
+    walking, _ = _held_walks(monkeypatch)
+    _, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers)
+    await asyncio.wait_for(walking.wait(), timeout=10)
+
+    await app.state.verifier.finished()  # what the server's shutdown does
+
+    walk = (await client.get(asked.headers["location"], headers=headers)).json()
+    assert walk["status"] == "failed"
+    assert "stopped before it finished" in walk["reason"]
+    result = await _result_of(app, asked.json()["id"])
+    assert (result.outcome, result.purpose) == ("error", "failed")
+
+
+async def test_a_broken_trail_is_reported_with_the_first_event_that_does_not_hold(
+    settings, tmp_path
+):
+    async with scratch_app(settings, tmp_path, "walk") as (app, client, _, database):
+        auditor = await World(app).account(Role.auditor)
+        headers = bearer(await login(client, auditor))
+        (rewritten, *_) = await _events(app, action="auth.login")
+        await tamper(
+            database,
+            "audit_event",
+            f"UPDATE audit_event SET outcome = 'denied' WHERE seq = {rewritten.seq}",
+        )
+
+        asked = await client.post(URL, headers=headers)
+        walk = await _finished(client, headers, asked.headers["location"])
+
+        assert walk["status"] == "broken", walk
+        assert walk["first_broken"] == rewritten.seq
+        assert walk["reason"]
+        result = await _result_of(app, walk["id"])
+        assert (result.outcome, result.purpose) == ("allowed", "broken")
+
+
+@pytest.mark.parametrize(
+    "path", [f"{URL}/not-a-uuid", f"{URL}/00000000-0000-0000-0000-000000000000"]
+)
+async def test_an_unknown_walk_is_a_problem_and_audited(client, app, signed_in, path):
+    account, headers = await signed_in(Role.auditor)
+    answer = await client.get(path, headers=headers)
+
+    assert answer.status_code in (404, 422)
+    assert answer.headers["content-type"] == "application/problem+json"
+    if answer.status_code == 404:
+        denied = await _events(app, actor_user_id=account.id, outcome="denied")
+        assert [e.status_code for e in denied] == [404]
+
+
+async def test_a_request_to_walk_takes_no_body_fields(client, app, signed_in):
+    """Nothing a caller sends sets who asked, the status or the result (mass assignment)."""
+    account, headers = await signed_in(Role.auditor)
+    forged = {"status": "ok", "requested_by": "00000000-0000-0000-0000-000000000000"}
+    asked = await client.post(URL, headers=headers, json=forged)
+
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["requested_by"] == str(account.id)
+    assert asked.json()["status"] == "running"
+    await _finished(client, headers, asked.headers["location"])
+
+
+@pytest.mark.postgres_only
+async def test_two_workers_asking_at_once_start_one_walk(app, signed_in, test_db):
+    """Two workers, each finding no walk running, both insert one: the second waits on the
+    first's row in the unique index, then joins it rather than failing."""
+    account, _ = await signed_in(Role.auditor)
+    url = make_url(test_db.url)
+    watcher = await asyncpg.connect(
+        host=url.host, port=url.port, user=url.username, database=url.database
+    )
+    first = app.state.sessionmaker()
+    try:
+        await first.begin()
+        mine, started = await verifications.claim(first, account.id)
+        assert started
+
+        async def second_worker() -> tuple[AuditVerification, bool]:
+            async with app.state.sessionmaker() as session, session.begin():
+                return await verifications.claim(session, account.id)
+
+        other = asyncio.ensure_future(second_worker())
+        await until_waiting_on_a_lock(watcher, url.database)
+        await first.commit()
+        theirs, they_started = await asyncio.wait_for(other, timeout=10)
+    finally:
+        await first.close()
+        await watcher.close()
+
+    assert (theirs.id, they_started) == (mine.id, False)
