@@ -166,7 +166,8 @@ async def _deployed(settings) -> AsyncIterator[httpx.AsyncClient]:
 async def test_a_new_blind_index_key_keeps_finding_the_same_person(settings, tmp_path):
     """The blind index moves to a new key without losing a person: while both keys are
     deployed a re-referral still finds the earlier one (the statistics count one person),
-    `keys reindex` moves every index, and then the new key alone finds them all."""
+    and the coordinator sees the earlier case as a possible re-referral; `keys reindex`
+    moves every index, and then the new key alone finds them all."""
     person = {"given": "Rishfaqur", "family": "Provëllari", "born": date(2009, 3, 2)}
     async with scratch_app(settings, tmp_path, "reindex") as (app, client, own, database):
         town = await make_town(client, World(app))
@@ -177,8 +178,11 @@ async def test_a_new_blind_index_key_keeps_finding_the_same_person(settings, tmp
         both = {"blind_index_key": new_key, "blind_index_key_previous": old_key}
         async with _deployed(own.model_copy(update=both)) as moving:
             second = await new_case(moving, town.referrer, referral_body(**person))
-            hints = await _hints(moving, town, second)
-        assert hints == set()  # the indexes are under different keys until the reindex
+            # the indexes are under different keys until the reindex; the coordinator still
+            # sees each case as a possible re-referral of the other
+            assert await _hints(moving, town, second) == {first}
+            assert await _hints(moving, town, first) == {second}
+            assert await _hints(moving, town, other) == set()
 
         env = cli_env(
             own,

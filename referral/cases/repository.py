@@ -381,21 +381,45 @@ def _parts(found: Sequence[Any], rereferrals: bool) -> CaseParts:
     )
 
 
-def _rereferrals(access: Access, dialect: str) -> Any:
-    """The other cases of the same person as case `:case_id` (same blind index) that the
-    access's own scope reaches, as a JSON array."""
-    blind_index = (
-        sa_select(CaseFile.blind_index)
-        .where(CaseFile.id == bindparam("case_id", type_=Uuid))
-        .correlate(None)
-        .scalar_subquery()
-    )
+def _rereferrals(access: Access, dialect: str, across_keys: bool = False) -> Any:
+    """The other cases of the same person as case `:case_id` that the access's own scope
+    reaches, as a JSON array: those with its blind index or, `across_keys`, with the
+    person's index under the key (`:index_now`) or the previous key (`:index_before`)."""
+    if across_keys:
+        same_index = col(CaseFile.blind_index).in_(
+            [bindparam("index_now", type_=String), bindparam("index_before", type_=String)]
+        )
+    else:
+        same_index = CaseFile.blind_index == (
+            sa_select(CaseFile.blind_index)
+            .where(CaseFile.id == bindparam("case_id", type_=Uuid))
+            .correlate(None)
+            .scalar_subquery()
+        )
     same_person = and_(
-        CaseFile.blind_index == blind_index,
+        same_index,
         CaseFile.id != bindparam("case_id", type_=Uuid),
         access.filter(bound=True),
     )
     return json_array(CaseFile, same_person, [CaseFile.id], dialect, _REREFERRAL_COLUMNS)
+
+
+async def rereferrals_across_keys(
+    session: AsyncSession, access: Access, case_id: uuid.UUID, indexes: list[str]
+) -> list[Any]:
+    """While the blind index moves to a new key (`referral keys reindex`), the person's
+    other cases may hold their index under either key: the possible re-referrals of case
+    `case_id` under both of the person's `indexes` (now, then before)."""
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    statement = access.prepared(
+        "rereferrals_across_keys",
+        lambda: sa_select(_rereferrals(access, dialect, across_keys=True)),
+        dialect,
+    )
+    params = {"case_id": case_id, "index_now": indexes[0], "index_before": indexes[-1]}
+    found = (await connection.execute(statement, params | access.scope_params())).one()
+    return records(CaseFile, found[0])
 
 
 def in_readable_sections(model: Any, sections: frozenset[str]) -> Any:

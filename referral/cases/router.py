@@ -79,6 +79,19 @@ async def _view(session, keys, access: Access, case: CaseFile, parts=None) -> Ca
         parts = await repository.load_parts(
             session, case, access.readable_sections, rereferrals_for
         )
+    return await _detail(session, keys, access, case, parts)
+
+
+async def _detail(session, keys, access: Access, case, parts) -> CaseView:
+    """The detail view of a case from its records. While the blind index moves to a new key,
+    the possible re-referrals are looked up under the person's index under both keys: the
+    one statement that read the records matched the case's own index only."""
+    if keys.previous_blind_key is not None and parts.rereferrals is not None:
+        indexes = keys.blind_indexes_of(case)
+        if indexes is not None:
+            parts.rereferrals = await repository.rereferrals_across_keys(
+                session, access, case.id, indexes
+            )
     return views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
 
 
@@ -91,7 +104,7 @@ async def _read(session, keys, access: Access, case_id: uuid.UUID, request: Requ
     case, parts = await repository.case_with_parts(
         session, access, case_id, request, _shows_rereferrals(access)
     )
-    return case, views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
+    return case, await _detail(session, keys, access, case, parts)
 
 
 def _case_response(view: CaseView, version: int) -> Response:

@@ -73,6 +73,17 @@ class CaseKeys:
             if key
         ]
 
+    def blind_indexes_of(self, case: Any) -> list[str] | None:
+        """The blind indexes of a case's subject, from its sealed identity; None once that
+        identity has been purged."""
+        given, family, born = (
+            open_field(self.ring, case, name)
+            for name in ("given_name", "family_name", "date_of_birth")
+        )
+        if not (given and family and born):
+            return None
+        return self.blind_indexes(given, family, date.fromisoformat(born))
+
 
 # --- intake -------------------------------------------------------------------------------
 
