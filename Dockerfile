@@ -22,7 +22,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     REFERRAL_ALEMBIC_INI=/app/alembic.ini \
     REFERRAL_VAR_DIR=/app/var \
     REFERRAL_DATABASE_URL=sqlite+aiosqlite:////app/var/referral.db
-RUN groupadd --system --gid 10001 referral \
+# The base image's own installer (pip, and an old setuptools) serves nothing at run time
+# (the venv does not see it) and is removed rather than shipped.
+RUN python -m pip uninstall --yes pip setuptools wheel \
+    && groupadd --system --gid 10001 referral \
     && useradd --system --uid 10001 --gid referral --home-dir /app --shell /usr/sbin/nologin referral
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv

@@ -37,3 +37,5 @@ def test_dockerfile_shape():
     assert "--migrate" in text, "migrates before serving"
     # the venv's own setuptools is old and vulnerable (docs/security-findings.md)
     assert "pip uninstall --yes setuptools pip" in text, "ships no installer"
+    runtime = text[text.index("AS runtime") :]
+    assert "pip uninstall --yes pip setuptools" in runtime, "nor the base image's"
