@@ -62,14 +62,17 @@ async def _verify(checkpoint, show_progress: bool):
     from referral.audit import chain
     from referral.db import create_sessionmaker
 
-    async with _database() as (settings, engine), create_sessionmaker(engine)() as session:
-        total = await chain.count_events(session)
-        if not show_progress:
-            return await chain.verify(session, settings.audit_chain_keys, checkpoint)
-        with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            return await chain.verify(
-                session, settings.audit_chain_keys, checkpoint, progress=bar.update
-            )
+    async with _database() as (settings, engine):
+        sessions = create_sessionmaker(engine)
+        async with sessions() as session:
+            total = await chain.count_events(session)
+        async with sessions() as session:  # the walk reads a snapshot of its own
+            if not show_progress:
+                return await chain.verify(session, settings.audit_chain_keys, checkpoint)
+            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                return await chain.verify(
+                    session, settings.audit_chain_keys, checkpoint, progress=bar.update
+                )
 
 
 @audit_app.command("verify")

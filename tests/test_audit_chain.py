@@ -186,6 +186,38 @@ async def test_a_back_dated_row_inserted(trail):
     assert (result.ok, result.first_broken) == (False, 6)
 
 
+async def test_a_trail_that_grows_during_the_walk_still_verifies(trail, monkeypatch):
+    """Events go on being chained while a walk runs (an auditor polling it adds some). The
+    walk reads one snapshot, so an event chained after it read the last one is not taken
+    for a cut: the head row, read at the end, would otherwise be ahead of the walk."""
+    app, _, _ = trail
+    finish = chain._finish
+
+    async def an_event_chained_meanwhile(*args, **kwargs):
+        async with app.state.sessionmaker() as session, session.begin():
+            chain.track(session, synthetic_event(action="test.meanwhile"))
+            await chain.seal_pending(session, app.state.audit_keys)
+        return await finish(*args, **kwargs)
+
+    monkeypatch.setattr(chain, "_finish", an_event_chained_meanwhile)
+    during = await _verify(app)
+    monkeypatch.setattr(chain, "_finish", finish)
+    after = await _verify(app)
+
+    assert during.ok, during.reason
+    assert (during.checked, during.head_seq) == (EVENTS, EVENTS)
+    assert after.ok, after.reason
+    assert after.head_seq == EVENTS + 1  # the event chained during the first walk
+
+
+async def test_verify_wants_a_session_of_its_own(trail):
+    app, _, _ = trail
+    async with app.state.sessionmaker() as session:
+        await session.exec(select(AuditEvent.seq).limit(1))
+        with pytest.raises(RuntimeError, match="session of its own"):
+            await chain.verify(session, app.state.audit_keys)
+
+
 async def test_the_tail_truncated_is_caught_against_a_checkpoint(trail):
     app, database, _ = trail
     checkpoint = await _head(app)

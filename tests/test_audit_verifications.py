@@ -244,16 +244,94 @@ async def test_an_unknown_walk_is_a_problem_and_audited(client, app, signed_in, 
         assert [e.status_code for e in denied] == [404]
 
 
-async def test_a_request_to_walk_takes_no_body_fields(client, app, signed_in):
-    """Nothing a caller sends sets who asked, the status or the result (mass assignment)."""
-    account, headers = await signed_in(Role.auditor)
-    forged = {"status": "ok", "requested_by": "00000000-0000-0000-0000-000000000000"}
-    asked = await client.post(URL, headers=headers, json=forged)
+async def _walks_by(app, account) -> int:
+    statement = select(AuditVerification.id).where(AuditVerification.requested_by == account.id)
+    async with app.state.sessionmaker() as session:
+        return len((await session.exec(statement)).all())
 
-    assert asked.status_code == 202, asked.text
-    assert asked.json()["requested_by"] == str(account.id)
-    assert asked.json()["status"] == "running"
-    await _finished(client, headers, asked.headers["location"])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "ok", "requested_by": "00000000-0000-0000-0000-000000000000"},
+        {"checkpoint": {"seq": 0, "hash": "ab" * 32}},
+        {"checkpoint": {"seq": 5, "hash": "AB" * 32}},
+        {"checkpoint": {"seq": 5, "hash": "ab" * 31}},
+        {"checkpoint": {"seq": 5}},
+        {"checkpoint": {"seq": 2**63, "hash": "ab" * 32}},
+        {"checkpoint": {"seq": 5, "hash": "ab" * 32, "trusted": True}},
+    ],
+)
+async def test_a_bad_request_for_a_walk_is_a_problem_and_starts_none(client, app, signed_in, body):
+    """Nothing a caller sends sets who asked, the status or the result (mass assignment),
+    and a checkpoint that is not one is refused."""
+    account, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers, json=body)
+
+    assert asked.status_code == 422, asked.text
+    assert asked.headers["content-type"] == "application/problem+json"
+    assert await _walks_by(app, account) == 0
+
+
+async def test_a_walk_against_a_kept_head_finds_the_tail_cut_away(settings, tmp_path):
+    """The auditor keeps the head of a walk outside the database. Someone who can write to
+    the database cuts the trail back and rewinds the chain's head row: a walk without the
+    head finds nothing wrong, the walk against it does."""
+    async with scratch_app(settings, tmp_path, "kept") as (app, client, _, database):
+        auditor = await World(app).account(Role.auditor)
+        headers = bearer(await login(client, auditor))
+        first = await client.post(URL, headers=headers)
+        head = await _finished(client, headers, first.headers["location"])
+        kept = {"seq": head["head_seq"], "hash": head["head_hash"]}
+        untouched = await client.post(URL, headers=headers, json={"checkpoint": kept})
+        assert untouched.status_code == 202, untouched.text
+        assert (await _finished(client, headers, untouched.headers["location"]))["status"] == "ok"
+
+        # the walk's own result event is chained after the walk's row says it ended: the
+        # trail is cut once the sealer has caught up, as an intruder's edit would be
+        await app.state.sealer.sealed()
+        cut = kept["seq"] - 2
+        async with app.state.sessionmaker() as session:
+            last = (await session.exec(select(AuditEvent).where(AuditEvent.seq == cut))).one()
+        await tamper(
+            database,
+            "audit_event",
+            f"DELETE FROM audit_event WHERE seq > {cut}",
+            f"UPDATE audit_chain_head SET seq = {cut}, hash = '{last.hash}'",
+        )
+
+        plain = await client.post(URL, headers=headers)
+        assert (await _finished(client, headers, plain.headers["location"]))["status"] == "ok"
+        against = await client.post(URL, headers=headers, json={"checkpoint": kept})
+        walk = await _finished(client, headers, against.headers["location"])
+
+        assert walk["status"] == "broken", walk
+        assert (walk["checkpoint_seq"], walk["checkpoint_hash"]) == (kept["seq"], kept["hash"])
+        assert "checkpoint" in walk["reason"]
+        asked = await _events(app, action="audit.verify", actor_user_id=auditor.id)
+        assert asked[-1].fields == ["checkpoint"]
+
+
+async def test_a_walk_against_a_checkpoint_does_not_join_one_without(
+    client, app, signed_in, monkeypatch
+):
+    walking, finish = _held_walks(monkeypatch)
+    _, headers = await signed_in(Role.auditor)
+    other, other_headers = await signed_in(Role.auditor)
+    started = await client.post(URL, headers=headers)
+    await asyncio.wait_for(walking.wait(), timeout=10)
+    try:
+        kept = {"checkpoint": {"seq": 1, "hash": "ab" * 32}}
+        refused = await client.post(URL, headers=other_headers, json=kept)
+        joined = await client.post(URL, headers=other_headers)  # without one, it joins
+    finally:
+        finish.set()
+
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert joined.json()["id"] == started.json()["id"]
+    assert await _walks_by(app, other) == 0
+    await _finished(client, headers, started.headers["location"])
 
 
 @pytest.mark.postgres_only

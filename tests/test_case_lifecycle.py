@@ -414,6 +414,7 @@ async def _auditor_reconstructs_the_journey(client, app, signed_in, case_id, tow
     assert len(transitions) == 7
     async with app.state.sessionmaker() as session:
         stored = (await session.exec(select(AuditEvent))).all()
+    async with app.state.sessionmaker() as session:
         assert (await chain.verify(session, app.state.audit_keys)).ok
     text = json.dumps([e.model_dump(mode="json") for e in stored])
     for secret in (

@@ -352,6 +352,7 @@ async def test_database_restart_under_load_503_then_recovery_and_no_partial_writ
             AuditEvent.actor_user_id == pair.referrer_id,
             AuditEvent.action == "case.create",
         )
+    async with app.state.sessionmaker() as session:
         verification = await chain.verify(session, app.state.audit_keys)
     assert (cases, records, creates) == (len(keys),) * 3
     assert verification.ok, verification

@@ -209,6 +209,7 @@ async def test_retention_deletes_expired_sessions_and_old_replay_records(isolate
         sweeps = (
             await s.exec(select(AuditEvent).where(AuditEvent.action == "retention.sweep"))
         ).all()
+    async with app.state.sessionmaker() as s:
         assert (await chain.verify(s, app.state.audit_keys)).ok
     assert sorted(e.resource_type for e in sweeps) == ["auth_session", "idempotency_record"]
     assert all(e.purpose == "retention" and e.outcome == "allowed" for e in sweeps)

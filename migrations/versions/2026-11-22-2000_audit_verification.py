@@ -4,8 +4,9 @@ Revision ID: 8b2f4c6d1e07
 Revises: 5c1e8a7d3f90
 Create Date: 2026-11-22 20:00:00+00:00
 
-An auditor asks for a walk; the server runs it and keeps its progress and result here. The
-partial unique index lets one walk run at a time across every worker (ADR 0024).
+An auditor asks for a walk, optionally against a head kept outside the database; the server
+runs it and keeps its progress and result here. The partial unique index lets one walk run
+at a time across every worker (ADR 0024).
 """
 
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ def upgrade() -> None:
         sa.Column("head_hash", sa.String(length=64), nullable=True),
         sa.Column("first_broken", _BIG, nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("checkpoint_seq", _BIG, nullable=True),
+        sa.Column("checkpoint_hash", sa.String(length=64), nullable=True),
         sa.CheckConstraint(
             "status IN ('running', 'ok', 'broken', 'failed')",
             name=op.f("ck_audit_verification_status"),

@@ -766,13 +766,36 @@ async def verify(
     progress: Callable[[int], None] | None = None,
     batch: int = 2_000,
 ) -> Verification:
-    """Walk the chain in order; name the first event that does not hold, and why."""
+    """Walk the chain in order; name the first event that does not hold, and why. The
+    session must be one of its own: the walk reads one snapshot of the trail."""
+    await _one_snapshot(session)
     result = Verification(ok=True)
     walk = _Walk()
     if await _walk_trail(session, keys, checkpoint, batch, walk, result, progress):
         await _finish(session, result, walk, keys, checkpoint)
     await _check_staged(await session.connection(), keys, result, batch)
     return result
+
+
+async def _one_snapshot(session: AsyncSession) -> None:
+    """Start the walk's transaction so that every statement of it reads the same snapshot.
+
+    Events go on being chained while a walk runs (the auditor polling it adds some). Were
+    each statement to see the latest, the head row read at the end could be ahead of the
+    last event read, and the walk would report events as gone that were only new. On
+    PostgreSQL the default (READ COMMITTED) gives each statement its own snapshot; the
+    SQLite driver begins no transaction for reads at all."""
+    if session.in_transaction():
+        raise RuntimeError("verify reads one snapshot of the trail: give it a session of its own")
+    if session.bind.dialect.name == "postgresql":
+        options = {"isolation_level": "REPEATABLE READ"}
+        connection = await session.connection(execution_options=options)
+        # The driver's transaction begins with the first statement sent through SQLAlchemy,
+        # and the snapshot is taken then; the walk's batches go to the driver directly.
+        await connection.exec_driver_sql("SELECT 1")
+        return
+    connection = await session.connection()
+    await connection.exec_driver_sql("BEGIN")
 
 
 async def _check_staged(connection: Any, keys: AuditKeys, result: Verification, batch: int) -> None:

@@ -8,13 +8,14 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Respons
 from sqlmodel import col, select
 
 from referral import audit
-from referral.audit import verifications
+from referral.audit import chain, verifications
 from referral.audit.queries import mentions
 from referral.audit.schemas import (
     AuditEventOut,
     AuditPage,
     BreakGlassOut,
     BreakGlassReview,
+    VerificationCreate,
     VerificationOut,
 )
 from referral.authz.dependencies import Access, authorize
@@ -99,7 +100,9 @@ def _verification_url(walk_id: uuid.UUID) -> str:
     summary="Start a walk of the whole hash chain, or join the one running",
     description="Answered at once: the server walks the trail and keeps the walk's progress "
     "and result at the `Location` given. One walk runs at a time; asking while one runs "
-    "answers that one.",
+    "answers that one (409 if it was asked for against another checkpoint). With a "
+    "`checkpoint` (the head of an earlier walk, kept outside the database), the walk also "
+    "finds a trail cut short after it, or rewritten up to it.",
 )
 async def start_verification(
     request: Request,
@@ -107,10 +110,13 @@ async def start_verification(
     background: BackgroundTasks,
     session: SessionDep,
     access: _can("verify"),
+    body: VerificationCreate | None = None,
 ) -> Any:
-    walk, started = await verifications.claim(session, access.actor.user_id)
+    given = body.checkpoint if body else None
+    checkpoint = chain.Checkpoint(given.seq, given.hash) if given else None
+    walk, started = await verifications.claim(session, access.actor.user_id, checkpoint)
     if started:  # after the commit, so the walk's row is there for it to finish
-        background.add_task(request.app.state.verifier.start, walk.id)
+        background.add_task(request.app.state.verifier.start, walk.id, checkpoint)
     response.headers["Location"] = _verification_url(walk.id)
     audit.record(
         session,
@@ -119,6 +125,7 @@ async def start_verification(
         resource_type="audit_verification",
         resource_ids=[walk.id],
         purpose="started" if started else "joined",
+        fields=["checkpoint"] if checkpoint else [],
     )
     return walk
 

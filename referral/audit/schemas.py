@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from referral.auth.schemas import StrictRequest
 from referral.cases.schemas import LongText
@@ -36,6 +36,21 @@ class AuditPage(BaseModel):
     next_after: int | None
 
 
+class CheckpointIn(StrictRequest):
+    """A head of the chain kept outside the database: the `head_seq` and `head_hash` of an
+    earlier walk, or what `referral audit checkpoint` printed."""
+
+    seq: int = Field(ge=1, le=2**63 - 1)
+    hash: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class VerificationCreate(StrictRequest):
+    """With a checkpoint, the walk also finds a trail cut short after it, or rewritten up to
+    it by someone who could recompute the chain."""
+
+    checkpoint: CheckpointIn | None = None
+
+
 class VerificationOut(BaseModel):
     """A walk of the whole trail. `running` while it walks (`checked` grows as it goes); then
     `ok`, `broken` (`first_broken` names the first event that does not hold, `reason` says
@@ -56,6 +71,8 @@ class VerificationOut(BaseModel):
     head_hash: str | None
     first_broken: int | None
     reason: str | None
+    checkpoint_seq: int | None
+    checkpoint_hash: str | None
 
 
 class BreakGlassOut(BaseModel):

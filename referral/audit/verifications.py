@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.audit.chain import (
     AuditKeys,
+    Checkpoint,
     Verification,
     pending_event,
     stage_pending,
@@ -49,16 +50,21 @@ async def _running(session: AsyncSession) -> AuditVerification | None:
     return (await session.exec(statement)).first()
 
 
-async def claim(session: AsyncSession, requested_by: uuid.UUID) -> tuple[AuditVerification, bool]:
-    """The walk running now, or a new one: (the walk, whether this call started it)."""
+async def claim(
+    session: AsyncSession, requested_by: uuid.UUID, checkpoint: Checkpoint | None = None
+) -> tuple[AuditVerification, bool]:
+    """The walk running now, or a new one: (the walk, whether this call started it). A walk
+    asked for against a checkpoint joins only a walk against the same one."""
     running = await _running(session)
     if running is not None:
         if utcnow() - running.heartbeat_at < STALE_AFTER:
-            return running, False
+            return _joined(running, checkpoint), False
         _end(running, status="failed", reason=STOPPED)
         session.add(running)
         await session.flush()
     walk = AuditVerification(requested_by=requested_by)
+    if checkpoint is not None:
+        walk.checkpoint_seq, walk.checkpoint_hash = checkpoint.seq, checkpoint.hash
     try:
         async with session.begin_nested():
             session.add(walk)
@@ -68,8 +74,20 @@ async def claim(session: AsyncSession, requested_by: uuid.UUID) -> tuple[AuditVe
             raise Conflict(
                 "A walk of the trail ended as this one was asked for; ask again."
             ) from None
-        return running, False
+        return _joined(running, checkpoint), False
     return walk, True
+
+
+def _joined(running: AuditVerification, checkpoint: Checkpoint | None) -> AuditVerification:
+    if checkpoint is not None and (running.checkpoint_seq, running.checkpoint_hash) != (
+        checkpoint.seq,
+        checkpoint.hash,
+    ):
+        raise Conflict(
+            "A walk of the trail against another checkpoint, or none, is running; ask again "
+            "once it has finished."
+        )
+    return running
 
 
 def _end(walk: AuditVerification, *, status: str, reason: str | None) -> None:
@@ -95,10 +113,10 @@ class Verifier:
         self._keys = keys
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, walk_id: uuid.UUID) -> None:
+    async def start(self, walk_id: uuid.UUID, checkpoint: Checkpoint | None = None) -> None:
         """Start the walk whose row the request has committed; return at once. (A coroutine
         so that a request's background runs it on the event loop, not in a thread.)"""
-        task = asyncio.create_task(self._walk(walk_id))
+        task = asyncio.create_task(self._walk(walk_id, checkpoint))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -109,13 +127,13 @@ class Verifier:
         if self._tasks:
             await asyncio.wait(self._tasks)
 
-    async def _walk(self, walk_id: uuid.UUID) -> None:
+    async def _walk(self, walk_id: uuid.UUID, checkpoint: Checkpoint | None) -> None:
         checked = [0]
         beating = asyncio.create_task(self._heartbeat(walk_id, checked))
         try:
             await self._sealer.sealed()  # anything left staged is chained first
-            async with self._sessionmaker() as session, session.begin():
-                result = await verify(session, self._keys, progress=_counter(checked))
+            async with self._sessionmaker() as session:  # verify begins its own snapshot
+                result = await verify(session, self._keys, checkpoint, progress=_counter(checked))
         except asyncio.CancelledError:
             await self._finish(walk_id, lambda walk: _end(walk, status="failed", reason=STOPPED))
             raise

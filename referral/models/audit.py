@@ -158,3 +158,8 @@ class AuditVerification(SQLModel, table=True):
     )
     # why the trail does not hold, or why the walk could not finish; never personal data
     reason: str | None = Field(default=None, sa_type=Text)
+    # a head the auditor kept outside the database, which the trail must still hold
+    checkpoint_seq: int | None = Field(
+        default=None, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    checkpoint_hash: str | None = Field(default=None, sa_type=String(64))
