@@ -13,66 +13,45 @@ from alembic import op
 import referral.models.base  # noqa: F401 - UTCDateTime in column types
 
 
-revision: str = "8666a3e578a3"
-down_revision: str | None = "f38b1416f94e"
+revision: str = '8666a3e578a3'
+down_revision: str | None = 'f38b1416f94e'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "audit_chain_head",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_chain_head")),
+    op.create_table('audit_chain_head',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head'))
     )
-    op.create_table(
-        "break_glass_grant",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("case_id", sa.Uuid(), nullable=False),
-        sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("reason_enc", sa.Text(), nullable=False),
-        sa.Column("granted_at", referral.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", referral.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("reviewed_at", referral.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("reviewed_by", sa.Uuid(), nullable=True),
-        sa.Column("verdict", sa.String(length=16), nullable=True),
-        sa.Column("review_note_enc", sa.Text(), nullable=True),
-        sa.Column("version", sa.Integer(), nullable=False),
-        sa.CheckConstraint(
-            "verdict IN ('justified', 'unjustified')", name=op.f("ck_break_glass_grant_verdict")
-        ),
-        sa.ForeignKeyConstraint(
-            ["case_id"],
-            ["case_file.id"],
-            name=op.f("fk_break_glass_grant_case_id_case_file"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["reviewed_by"],
-            ["user_account.id"],
-            name=op.f("fk_break_glass_grant_reviewed_by_user_account"),
-            ondelete="RESTRICT",
-        ),
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user_account.id"],
-            name=op.f("fk_break_glass_grant_user_id_user_account"),
-            ondelete="RESTRICT",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_break_glass_grant")),
+    op.create_table('break_glass_grant',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('case_id', sa.Uuid(), nullable=False),
+    sa.Column('user_id', sa.Uuid(), nullable=False),
+    sa.Column('reason_enc', sa.Text(), nullable=False),
+    sa.Column('granted_at', referral.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', referral.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('reviewed_at', referral.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('reviewed_by', sa.Uuid(), nullable=True),
+    sa.Column('verdict', sa.String(length=16), nullable=True),
+    sa.Column('review_note_enc', sa.Text(), nullable=True),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.CheckConstraint("verdict IN ('justified', 'unjustified')", name=op.f('ck_break_glass_grant_verdict')),
+    sa.ForeignKeyConstraint(['case_id'], ['case_file.id'], name=op.f('fk_break_glass_grant_case_id_case_file'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['reviewed_by'], ['user_account.id'], name=op.f('fk_break_glass_grant_reviewed_by_user_account'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_break_glass_grant_user_id_user_account'), ondelete='RESTRICT'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_break_glass_grant'))
     )
-    with op.batch_alter_table("break_glass_grant", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_break_glass_grant_case_id"), ["case_id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_break_glass_grant_expires_at"), ["expires_at"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_break_glass_grant_user_id"), ["user_id"], unique=False)
+    with op.batch_alter_table('break_glass_grant', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_break_glass_grant_case_id'), ['case_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_break_glass_grant_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_break_glass_grant_user_id'), ['user_id'], unique=False)
 
-    with op.batch_alter_table("audit_event", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("prev_hash", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("hash", sa.String(length=64), nullable=True))
+    with op.batch_alter_table('audit_event', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('prev_hash', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('hash', sa.String(length=64), nullable=True))
 
     # The chain starts after any events written before it existed (development databases);
     # `referral audit verify` reports those as unchained.
@@ -124,16 +103,17 @@ def remove_append_only() -> None:
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_delete")
 
 
+
 def downgrade() -> None:
     remove_append_only()
-    with op.batch_alter_table("audit_event", schema=None) as batch_op:
-        batch_op.drop_column("hash")
-        batch_op.drop_column("prev_hash")
+    with op.batch_alter_table('audit_event', schema=None) as batch_op:
+        batch_op.drop_column('hash')
+        batch_op.drop_column('prev_hash')
 
-    with op.batch_alter_table("break_glass_grant", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_break_glass_grant_user_id"))
-        batch_op.drop_index(batch_op.f("ix_break_glass_grant_expires_at"))
-        batch_op.drop_index(batch_op.f("ix_break_glass_grant_case_id"))
+    with op.batch_alter_table('break_glass_grant', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_break_glass_grant_user_id'))
+        batch_op.drop_index(batch_op.f('ix_break_glass_grant_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_break_glass_grant_case_id'))
 
-    op.drop_table("break_glass_grant")
-    op.drop_table("audit_chain_head")
+    op.drop_table('break_glass_grant')
+    op.drop_table('audit_chain_head')
