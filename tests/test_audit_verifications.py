@@ -167,6 +167,8 @@ async def test_a_walk_whose_server_died_is_ended_and_a_new_one_starts(client, ap
     ended = (await client.get(f"{URL}/{orphan.id}", headers=headers)).json()
     assert ended["status"] == "failed"
     assert "stopped before it finished" in ended["reason"]
+    result = await _result_of(app, str(orphan.id))  # its end is in the trail, like any walk's
+    assert (result.outcome, result.purpose) == ("error", "failed")
     assert (await _finished(client, headers, asked.headers["location"]))["status"] == "ok"
 
 

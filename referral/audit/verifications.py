@@ -59,9 +59,7 @@ async def claim(
     if running is not None:
         if utcnow() - running.heartbeat_at < STALE_AFTER:
             return _joined(running, checkpoint), False
-        _end(running, status="failed", reason=STOPPED)
-        session.add(running)
-        await session.flush()
+        await _end_stale(session, running)
     walk = AuditVerification(requested_by=requested_by)
     if checkpoint is not None:
         walk.checkpoint_seq, walk.checkpoint_hash = checkpoint.seq, checkpoint.hash
@@ -76,6 +74,24 @@ async def claim(
             ) from None
         return _joined(running, checkpoint), False
     return walk, True
+
+
+async def _end_stale(session: AsyncSession, stale: AuditVerification) -> None:
+    """End a walk whose worker died as `failed`, with its `audit.verify_result` event, like
+    any other walk. Only if it is still as it was read: of two requests that both found it
+    stale, one ends it and records that once."""
+    now = utcnow()
+    ended = await session.exec(
+        update(AuditVerification)
+        .where(
+            col(AuditVerification.id) == stale.id,
+            col(AuditVerification.status) == "running",
+            col(AuditVerification.heartbeat_at) == stale.heartbeat_at,
+        )
+        .values(status="failed", reason=STOPPED, finished_at=now, heartbeat_at=now)
+    )
+    if ended.rowcount == 1:
+        track(session, _result_event(stale.id, "failed"))
 
 
 def _joined(running: AuditVerification, checkpoint: Checkpoint | None) -> AuditVerification:
@@ -172,7 +188,7 @@ class Verifier:
                     return  # ended as stale by a request meanwhile
                 outcome(walk)
                 session.add(walk)
-                track(session, _result_event(walk))
+                track(session, _result_event(walk.id, walk.status))
                 await stage_pending(session, self._keys)
         except Exception:
             logger.exception("could not record the end of the walk of the audit trail %s", walk_id)
@@ -187,8 +203,8 @@ def _counter(checked: list[int]):
     return add
 
 
-def _result_event(walk: AuditVerification):
-    """The walk's result in the trail itself: the server's act, on the auditor's request."""
+def _result_event(walk_id: uuid.UUID, status: str):
+    """How a walk ended, in the trail itself: the server's act, on the auditor's request."""
     return pending_event(
         actor_user_id=None,
         actor_role=None,
@@ -196,12 +212,12 @@ def _result_event(walk: AuditVerification):
         actor_municipality_id=None,
         action="audit.verify_result",
         resource_type="audit_verification",
-        resource_ids=[str(walk.id)],
+        resource_ids=[str(walk_id)],
         # a walk that found the trail broken did its work; one that could not finish did not
-        outcome="error" if walk.status == "failed" else "allowed",
+        outcome="error" if status == "failed" else "allowed",
         status_code=None,
         request_id=None,
         client_address=None,
-        purpose=walk.status,
+        purpose=status,
         fields=[],
     )
