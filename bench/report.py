@@ -64,6 +64,7 @@ def _run_section(run: dict) -> list[str]:
         f"{_mark(verify['events_per_second'] >= VERIFY_TARGET)})" + _verify_how(verify) + ".",
         f"- Snapshot build: **{run['snapshot']['seconds']} s** "
         f"({run['snapshot']['cells']:,} cells, {run['snapshot']['suppressed']:,} suppressed).",
+        *_served_snapshot(run),
         f"- Server worker memory after the run: peak {memory['peak_rss_mib']} MiB, now "
         f"{memory['rss_mib']} MiB (target < {MEMORY_LIMIT_MIB} MiB: "
         f"{_mark(memory['peak_rss_mib'] < MEMORY_LIMIT_MIB)}).",
@@ -262,6 +263,18 @@ def render(history: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _served_snapshot(run: dict) -> list[str]:
+    served = run.get("served_snapshot")
+    if not served:
+        return []
+    return [
+        f"- Snapshot built through the API (`POST /api/v1/stats/snapshots`, its cells computed "
+        f"in a process of its own, ADR 0025): **{served['seconds']} s**. Meanwhile the worker "
+        f"answered `/livez` {served['livez_pings']:,} times, p99 {served['livez_p99_ms']} ms, "
+        f"slowest {served['livez_max_ms']} ms. The worker's memory below includes the build."
+    ]
 
 
 def _verify_how(verify: dict) -> str:

@@ -11,7 +11,8 @@
    verification (events per second).
 3. `referral serve --workers W` in a process of its own; bench/load.py in another, at C
    concurrent clients, one scenario at a time, the ceiling (/livez: an `async def` route
-   returning a constant) first and last.
+   returning a constant) first and last. Then a snapshot is built through the API while
+   /livez is asked every 20 ms, and the worker's memory is read after it.
 4. On PostgreSQL, pgbench at the same concurrency runs the very SQL statements of one
    audited case read, captured from the app: the database's own ceiling for that request.
 5. With `--baseline N` (e.g. `--cases 1000000 --baseline 10000`), a second database of N
@@ -32,6 +33,7 @@ import shutil
 import subprocess  # nosec B404
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -283,6 +285,46 @@ def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def served_snapshot(base: str, token: str) -> dict:
+    """A snapshot built through the API, as the national analyst builds one, while another
+    client asks the ceiling route every 20 ms: how long the build takes, and how long the
+    worker kept everyone else waiting meanwhile."""
+    waits: list[float] = []
+    building = threading.Event()
+    building.set()
+
+    def ping() -> None:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            while building.is_set():
+                started = time.perf_counter()
+                client.get("/livez").raise_for_status()
+                waits.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.02)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    started = time.perf_counter()
+    try:
+        response = httpx.post(
+            f"{base}/api/v1/stats/snapshots",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=1800,
+        )
+    finally:
+        seconds = time.perf_counter() - started
+        building.clear()
+        pinger.join()
+    response.raise_for_status()
+    waits.sort()
+    return {
+        "seconds": round(seconds, 1),
+        "cells": response.json()["cells"],
+        "livez_pings": len(waits),
+        "livez_p99_ms": round(waits[int(len(waits) * 0.99)], 1) if waits else None,
+        "livez_max_ms": round(waits[-1], 1) if waits else None,
+    }
+
+
 def memory_mib(pid: int) -> dict[str, float]:
     """Peak and current resident memory of the serving process(es): the master and workers."""
     pids = [pid, *_children(pid)]
@@ -471,7 +513,9 @@ def main() -> None:
             outcome = drive(base, plan_file, name, args)
             print(json.dumps(outcome), flush=True)
             scenarios.append(outcome)
-        result["server_memory"] = memory_mib(process.pid)
+        result["served_snapshot"] = served_snapshot(base, tokens["national_analyst"])
+        print(json.dumps(result["served_snapshot"]), flush=True)
+        result["server_memory"] = memory_mib(process.pid)  # after the build: it counts
         result.update(against_ceiling(scenarios))
         if args.baseline:
             small_base = f"http://127.0.0.1:{args.port + 1}"

@@ -98,3 +98,18 @@ def test_the_scale_target_is_read_from_the_side_by_side_rounds():
     assert "| audited case read | 40 / 50 | 50 / 60 | 1.22 | met |" in page
     assert "| case list, page of 50 | 40 / 40 | 60 / 60 | 1.50 | **missed** |" in page
     assert "| audited case read | 20 | 60 | 3.00 | **missed** |" in page
+
+
+def test_a_snapshot_built_through_the_api_is_reported_and_older_runs_still_render():
+    served = {
+        "seconds": 58.1,
+        "cells": 20691,
+        "livez_pings": 2400,
+        "livez_p99_ms": 4.2,
+        "livez_max_ms": 34.0,
+    }
+    page = render([_run(10_000, 20), _run(1_000_000, 30) | {"served_snapshot": served}])
+    assert "Snapshot built through the API" in page
+    assert "**58.1 s**" in page
+    assert "answered `/livez` 2,400 times, p99 4.2 ms, slowest 34.0 ms" in page
+    assert page.count("Snapshot built through the API") == 1  # the older run has none

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+import os
 import random
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import func, select
 
-from referral.models import AuditEvent, Municipality, StatsCell, StatsSnapshot, User
+from referral.models import AuditEvent, CaseFile, Municipality, StatsCell, StatsSnapshot, User
 from referral.models.enums import Agency, Role
 from tests.case_world import make_town
 from tests.databases import postgres_server_url
@@ -105,6 +107,34 @@ async def test_snapshot_publishes_no_small_and_only_rounded_values(app, stats_wo
     assert all(v == 0 or v >= 10 for v in published)
     assert all(v % 5 == 0 for v in published)
     assert stats_world["snapshot"]["suppressed"] == sum(v is None for v in values)
+
+
+async def test_the_national_yearly_referrals_are_the_distinct_people_of_each_month(
+    app, stats_world
+):
+    """Counted here from the cases themselves: one per person and month referred."""
+    year = int(_year())
+    async with app.state.sessionmaker() as s:
+        referred = (
+            await s.exec(
+                select(CaseFile.stat_person, CaseFile.submitted_at).where(
+                    CaseFile.submitted_at.is_not(None)
+                )
+            )
+        ).all()
+        published = (
+            await s.exec(
+                select(StatsCell.value).where(
+                    StatsCell.snapshot_id == uuid.UUID(stats_world["snapshot"]["id"]),
+                    StatsCell.measure == "referrals",
+                    StatsCell.table_key == "national/year/",
+                    StatsCell.period == str(year),
+                )
+            )
+        ).one()
+    people_months = {(p, at.month) for p, at in referred if at.year == year}
+    assert len(people_months) >= 10
+    assert published == (len(people_months) + 2) // 5 * 5
 
 
 # SQLite has no TRUNCATE (an unqualified DELETE is its form of it)
@@ -197,6 +227,44 @@ async def test_only_the_national_analyst_builds_snapshots(client, stats_world):
     town = stats_world["towns"][0]
     response = await client.post("/api/v1/stats/snapshots", headers=town.analyst.headers)
     assert response.status_code == 403
+
+
+def _build_dies(*_args):
+    os._exit(1)  # as a build process killed for its memory would end
+
+
+async def test_a_build_process_that_dies_is_503_and_writes_nothing(
+    app, client, stats_world, monkeypatch
+):
+    from referral.stats import snapshot
+
+    # fork, not spawn, so that the child runs the function put in its place here
+    fork = multiprocessing.get_context("fork")
+    monkeypatch.setattr(snapshot.multiprocessing, "get_context", lambda _method: fork)
+    monkeypatch.setattr(snapshot, "_cells_in_this_process", _build_dies)
+
+    async def written() -> list[int]:
+        counted = []
+        async with app.state.sessionmaker() as s:
+            for table, where in (
+                (StatsSnapshot, True),
+                (StatsCell, True),
+                (
+                    AuditEvent,
+                    (AuditEvent.action == "stats.snapshot") & (AuditEvent.outcome == "allowed"),
+                ),
+            ):
+                counted.append(
+                    (await s.exec(select(func.count()).select_from(table).where(where))).one()
+                )
+        return counted
+
+    before = await written()
+    response = await client.post("/api/v1/stats/snapshots", headers=stats_world["national"])
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "ended without an answer" in response.json()["detail"]
+    assert await written() == before  # no snapshot, no cells, no "built" event
 
 
 @pytest.mark.parametrize("days_ahead", [1, 365 * 2000])

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
+from math import prod
 
 import numpy as np
 from scipy import sparse
@@ -49,6 +50,44 @@ class Unit:
 
     def category(self, dimension: str) -> str:
         return dict(self.categories)[dimension]
+
+
+@dataclass(frozen=True)
+class Units:
+    """Units as columns of integer codes, one row per unit: how a snapshot holds them. A
+    national data set counts millions of units; as `Unit` objects, each with its own
+    strings, they did not fit a worker's memory (ADR 0025).
+
+    `person` codes persons (equal code, same person). `municipality` and `month` index
+    `municipalities` and `months`. `categories[d]` indexes the `categories[d]` list given to
+    `build_cells`, -1 where the unit has no category of `d`; a dimension not named has
+    none."""
+
+    person: np.ndarray
+    municipality: np.ndarray
+    month: np.ndarray
+    categories: Mapping[str, np.ndarray]
+    municipalities: Sequence[str]
+    months: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.person)
+
+    @classmethod
+    def of(cls, units: Sequence[Unit], categories: Mapping[str, Sequence[str]]) -> Units:
+        municipalities = sorted({u.municipality for u in units})
+        months = sorted({u.month for u in units})
+        labelled = [dict(u.categories) for u in units]
+        return cls(
+            person=_codes([u.person for u in units]),
+            municipality=_index_of([u.municipality for u in units], municipalities),
+            month=_index_of([u.month for u in units], months),
+            categories={
+                d: _index_of([c.get(d) for c in labelled], list(categories[d])) for d in categories
+            },
+            municipalities=municipalities,
+            months=months,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +160,7 @@ class Incidence:
 
 
 def build_cells(
-    units: Iterable[Unit],
+    units: Units | Iterable[Unit],
     tables: Sequence[TableSpec],
     periods: Mapping[str, Sequence[str]],
     geos: Mapping[str, Sequence[str]],
@@ -130,31 +169,37 @@ def build_cells(
 ) -> tuple[list[Cell], Incidence]:
     """Every cell of every table (zeros included), its distinct count, and its atoms.
 
-    Vectorised: units become integer codes; for each table the cell of each unit is one
-    integer, and distinct persons per cell come from unique (cell, person) pairs.
+    Vectorised: for each table the cell of each unit is one integer, and distinct persons
+    per cell come from unique (cell, person) pairs.
     """
-    units = list(units)
+    if not isinstance(units, Units):
+        units = Units.of(list(units), categories)
     cells: list[Cell] = []
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     n = len(units)
-    person = _codes([u.person for u in units])
-    atom = _codes([(u.municipality, u.month, u.categories) for u in units])
-    months = [u.month for u in units]
-    places = {
-        "municipality": [u.municipality for u in units],
-        "region": [region_of[u.municipality] for u in units],
-        "national": [NATIONAL] * n,
+    person = units.person
+    people = int(person.max()) + 1 if n else 0
+    none = np.full(n, -1, dtype=np.int64)
+    dim_codes = {d: units.categories.get(d, none) for d in categories}
+    atom = _row_codes(
+        [units.municipality, units.month, *dim_codes.values()],
+        [len(units.municipalities), len(units.months), *map(len, categories.values())],
+    )
+    # each level's place and period of a unit, looked up once per distinct value
+    place_at = {
+        "municipality": list(units.municipalities),
+        "region": [region_of[m] for m in units.municipalities],
+        "national": [NATIONAL] * len(units.municipalities),
     }
-    # codes computed once per level and dimension, not once per table
-    labelled = [dict(u.categories) for u in units]
-    geo_codes = {level: _index_of(places[level], list(geos[level])) for level in geos}
+    geo_codes = {
+        level: _index_of(place_at[level], list(geos[level]))[units.municipality] for level in geos
+    }
     period_codes = {
-        level: _index_of([period_of(m, level) for m in months], list(periods[level]))
+        level: _index_of([period_of(m, level) for m in units.months], list(periods[level]))[
+            units.month
+        ]
         for level in periods
-    }
-    dim_codes = {
-        d: _index_of([c.get(d) for c in labelled], list(categories[d])) for d in categories
     }
     for table in tables:
         geo_list, period_list = list(geos[table.geography]), list(periods[table.period])
@@ -176,19 +221,34 @@ def build_cells(
         local = (combo_i * len(geo_list) + geo_i) * len(period_list) + period_i
         cell_i = local[valid]
         # distinct (cell, person) and (cell, atom) pairs, each pair packed into one integer
-        persons = np.unique(cell_i * n + person[valid])
-        counts = np.bincount(persons // n, minlength=len(cells) - first)
+        persons = np.unique(cell_i * people + person[valid])
+        counts = np.bincount(persons // people, minlength=len(cells) - first)
         for offset, count in enumerate(counts):
             cells[first + offset].count = int(count)
         atoms_of = np.unique(cell_i * n + atom[valid])
-        rows.append(first + atoms_of // n)
-        cols.append(atoms_of % n)
-    empty = np.zeros(0, dtype=np.int64)
-    return cells, Incidence(
-        np.concatenate(rows) if rows else empty,
-        np.concatenate(cols) if cols else empty,
-        int(atom.max()) + 1 if n else 0,
-    )
+        rows.append((first + atoms_of // n).astype(np.int32))
+        cols.append((atoms_of % n).astype(np.int32))
+    empty = np.zeros(0, dtype=np.int32)
+    # one list of pieces at a time beside its whole: at national scale each is 20 MiB+
+    all_rows = np.concatenate(rows) if rows else empty
+    del rows
+    all_cols = np.concatenate(cols) if cols else empty
+    del cols
+    return cells, Incidence(all_rows, all_cols, int(atom.max()) + 1 if n else 0)
+
+
+def _row_codes(columns: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """One code per row of the columns taken together (equal rows, equal code). Column k
+    holds codes from -1 to sizes[k] - 1; a row is one integer in mixed radix."""
+    if not len(columns[0]):
+        return np.zeros(0, dtype=np.int64)
+    if prod(size + 1 for size in sizes) >= 2**62:
+        _, inverse = np.unique(np.column_stack(columns), axis=0, return_inverse=True)
+        return inverse.reshape(-1)
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, size in zip(columns, sizes, strict=True):
+        key = key * (size + 1) + column + 1
+    return np.unique(key, return_inverse=True)[1].reshape(-1)
 
 
 def _codes(values: list) -> np.ndarray:
@@ -307,11 +367,21 @@ def cell_gram(cells: Sequence[Cell], incidence: Incidence) -> np.ndarray:
     The gate needs only inner products of cell vectors, so it never builds a basis in atom
     space (which grows with the data); K is cells x cells whatever the volume.
     """
+    rows, cols = incidence.rows, incidence.cols
+    if len(rows) and not (rows[:-1] <= rows[1:]).all():
+        order = np.argsort(rows, kind="stable")
+        rows, cols = rows[order], cols[order]
+    indptr = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(cells)), out=indptr[1:])
+    # Built as compressed rows directly, with 4-byte values where they are exact (a count
+    # of shared atoms below 2**24): at national scale the incidence has millions of
+    # entries, and a general sparse build copied it three times over (ADR 0025).
+    exact = np.float32 if incidence.atoms < 2**24 else np.float64
     matrix = sparse.csr_matrix(
-        (np.ones(len(incidence.rows)), (incidence.rows, incidence.cols)),
+        (np.ones(len(cols), dtype=exact), cols, indptr),
         shape=(len(cells), max(incidence.atoms, 1)),
     )
-    return (matrix @ matrix.T).toarray()
+    return (matrix @ matrix.T).toarray().astype(np.float64)
 
 
 class _Span:

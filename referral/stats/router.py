@@ -17,7 +17,7 @@ from referral.routing import API_PREFIX, ProblemRoute
 from referral.stats import service
 from referral.stats.disclosure import GateFailure
 from referral.stats.policy import ReportingPolicy
-from referral.stats.snapshot import FutureRelease, build_snapshot
+from referral.stats.snapshot import FutureRelease, build_snapshot_apart
 
 router = APIRouter(prefix=f"{API_PREFIX}/stats", tags=["statistics"], route_class=ProblemRoute)
 
@@ -162,8 +162,12 @@ async def create_snapshot(
     as_of: date | None = None,
 ) -> dict:
     try:
-        snapshot = await build_snapshot(
-            session, _policy(request), as_of or date.today(), access.actor.user_id
+        snapshot = await build_snapshot_apart(
+            session,
+            request.app.state.settings,
+            _policy(request),
+            as_of or date.today(),
+            access.actor.user_id,
         )
     except FutureRelease as exc:
         raise invalid_field(
