@@ -27,7 +27,7 @@ from referral.db import (
     database_unavailable,
     unavailable_error,
 )
-from referral.errors import Busy, ProblemError, install_error_handlers
+from referral.errors import Busy, ProblemError, Unfinished, install_error_handlers
 from referral.middleware import InputGuardMiddleware, RequestContextMiddleware
 from referral.stats.policy import load_reporting_policy
 
@@ -126,13 +126,14 @@ def _install_database_unavailable(app: FastAPI) -> None:
         app.add_exception_handler(error, unavailable)
 
 
-async def _record_busy(request: Request, exc: Busy) -> None:
-    """A refusal for want of a turn is audited (outcome `error`). If even that cannot be
-    written, the answer is still the 503: the request has done nothing to fail closed on."""
+async def _record_unavailable(request: Request, exc: Busy | Unfinished) -> None:
+    """A refusal for want of a turn, or work that ended without an answer, is audited
+    (outcome `error`). If even that cannot be written, the answer is still the 503: the
+    request has done nothing to fail closed on."""
     try:
-        await audit.record_denied(request, exc.status, "busy", outcome="error")
+        await audit.record_denied(request, exc.status, exc.audit_reason, outcome="error")
     except Exception:
-        logger.exception("could not audit a request refused as busy")
+        logger.exception("could not audit a request refused as %s", exc.audit_reason)
 
 
 def _install_denial_audit(app: FastAPI) -> None:
@@ -145,8 +146,8 @@ def _install_denial_audit(app: FastAPI) -> None:
         if request.url.path.startswith(api.API_PREFIX):
             if exc.status in AUDITED_DENIALS:
                 await audit.record_denied(request, exc.status, exc.slug)
-            elif isinstance(exc, Busy):
-                await _record_busy(request, exc)
+            elif isinstance(exc, Busy | Unfinished):
+                await _record_unavailable(request, exc)
         return await problem_handler(request, exc)
 
     app.add_exception_handler(ProblemError, audited_problem)

@@ -265,6 +265,15 @@ async def test_a_build_process_that_dies_is_503_and_writes_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert "ended without an answer" in response.json()["detail"]
     assert await written() == before  # no snapshot, no cells, no "built" event
+    async with app.state.sessionmaker() as s:
+        tried = (
+            await s.exec(
+                select(AuditEvent).where(
+                    AuditEvent.action == "stats.snapshot", AuditEvent.outcome == "error"
+                )
+            )
+        ).all()
+    assert [(e.status_code, e.purpose) for e in tried] == [(503, "unfinished")]
 
 
 @pytest.mark.parametrize("days_ahead", [1, 365 * 2000])

@@ -22,7 +22,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.config import Settings
-from referral.errors import ServiceUnavailable
+from referral.errors import Unfinished
 from referral.models import CaseFile, Municipality, StatsCell, StatsSnapshot
 from referral.stats.disclosure import NATIONAL, Publication, TableSpec, Units, build_cells, protect
 from referral.stats.policy import SOURCES, ReportingPolicy
@@ -195,7 +195,7 @@ async def build_snapshot_apart(
     """Build the cells in a process of their own and store them in `session` (the API).
 
     Building reads every case and protects the family with dense matrices: at national
-    scale about 350 MiB and a minute of CPU. In a serving worker that memory would stay
+    scale about 320 MiB and a minute of CPU. In a serving worker that memory would stay
     with the worker, and the reading would stall its event loop for everyone else's
     requests (ADR 0025). The child reads and computes only; the snapshot and its audit
     event are written here, in the request's one transaction, as before."""
@@ -206,7 +206,7 @@ async def build_snapshot_apart(
             pool, _cells_in_this_process, settings, policy, as_of
         )
     except BrokenProcessPool as exc:
-        raise ServiceUnavailable("The snapshot's build ended without an answer.") from exc
+        raise Unfinished("The snapshot's build ended without an answer.") from exc
     finally:
         pool.shutdown(wait=False)
     return await _store(session, policy, as_of, created_by, cells)
