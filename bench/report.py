@@ -269,11 +269,19 @@ def _served_snapshot(run: dict) -> list[str]:
     served = run.get("served_snapshot")
     if not served:
         return []
+    if "answered_ms" in served:  # a build is a job the server runs (ADR 0026)
+        how = (
+            "`POST /api/v1/stats/snapshot-builds`, answered in "
+            f"{served['answered_ms']} ms, then polled until published; its cells computed in "
+            "a process of its own, ADR 0025, 0026"
+        )
+    else:
+        how = "`POST /api/v1/stats/snapshots`, its cells computed in a process of its own, ADR 0025"
     return [
-        f"- Snapshot built through the API (`POST /api/v1/stats/snapshots`, its cells computed "
-        f"in a process of its own, ADR 0025): **{served['seconds']} s**. Meanwhile the worker "
-        f"answered `/livez` {served['livez_pings']:,} times, p99 {served['livez_p99_ms']} ms, "
-        f"slowest {served['livez_max_ms']} ms. The worker's memory below includes the build."
+        f"- Snapshot built through the API ({how}): **{served['seconds']} s**. Meanwhile the "
+        f"worker answered `/livez` {served['livez_pings']:,} times, p99 "
+        f"{served['livez_p99_ms']} ms, slowest {served['livez_max_ms']} ms. The worker's "
+        "memory below includes the build."
     ]
 
 

@@ -108,17 +108,10 @@ class ServiceUnavailable(ProblemError):
 
 
 class Busy(ServiceUnavailable):
-    """Up, but a bounded resource is taken: the password hasher's turns, the trail's one
-    verification. Unlike a database that is down, such a refusal can be audited, and is."""
+    """Up, but a bounded resource is taken: the password hasher's turns. Unlike a database
+    that is down, such a refusal can be audited, and is."""
 
     audit_reason = "busy"
-
-
-class Unfinished(ServiceUnavailable):
-    """Up, but the work asked for ended without an answer: a snapshot's build process that
-    died. Nothing was written; the attempt is audited, as a Busy refusal is."""
-
-    audit_reason = "unfinished"
 
 
 _TITLES = {

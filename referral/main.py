@@ -27,8 +27,9 @@ from referral.db import (
     database_unavailable,
     unavailable_error,
 )
-from referral.errors import Busy, ProblemError, Unfinished, install_error_handlers
+from referral.errors import Busy, ProblemError, install_error_handlers
 from referral.middleware import InputGuardMiddleware, RequestContextMiddleware
+from referral.stats.builds import Builder
 from referral.stats.policy import load_reporting_policy
 
 logger = logging.getLogger("referral")
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sealer = Sealer(engine, settings.audit_chain_keys, settings.audit_seal_wait_seconds)
     sessionmaker = create_sessionmaker(engine)
     verifier = Verifier(sessionmaker, sealer, settings.audit_chain_keys)
+    builder = Builder(sessionmaker, sealer, settings.audit_chain_keys, settings, reporting_policy)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         freeze_startup_heap()
         yield
         await verifier.finished()  # a walk cut short is recorded as such, and chained
+        await builder.finished()  # so is a build, and its process is ended
         await sealer.finished()
         await engine.dispose()
 
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = sessionmaker
     app.state.sealer = sealer
     app.state.verifier = verifier
+    app.state.builder = builder
     app.state.migration_head = migration_head(settings)
 
     install_error_handlers(app)
@@ -126,10 +130,9 @@ def _install_database_unavailable(app: FastAPI) -> None:
         app.add_exception_handler(error, unavailable)
 
 
-async def _record_unavailable(request: Request, exc: Busy | Unfinished) -> None:
-    """A refusal for want of a turn, or work that ended without an answer, is audited
-    (outcome `error`). If even that cannot be written, the answer is still the 503: the
-    request has done nothing to fail closed on."""
+async def _record_unavailable(request: Request, exc: Busy) -> None:
+    """A refusal for want of a turn is audited (outcome `error`). If even that cannot be
+    written, the answer is still the 503: the request has done nothing to fail closed on."""
     try:
         await audit.record_denied(request, exc.status, exc.audit_reason, outcome="error")
     except Exception:
@@ -146,7 +149,7 @@ def _install_denial_audit(app: FastAPI) -> None:
         if request.url.path.startswith(api.API_PREFIX):
             if exc.status in AUDITED_DENIALS:
                 await audit.record_denied(request, exc.status, exc.slug)
-            elif isinstance(exc, Busy | Unfinished):
+            elif isinstance(exc, Busy):
                 await _record_unavailable(request, exc)
         return await problem_handler(request, exc)
 

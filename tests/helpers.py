@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import select
 
 from referral import migrate
 from referral.audit import chain
@@ -161,3 +162,41 @@ async def until_waiting_on_a_lock(connection: asyncpg.Connection, database: str)
             return
         await asyncio.sleep(0.1)
     pytest.fail("the request never came to wait for a lock")
+
+
+async def ended_job(client: httpx.AsyncClient, headers: dict, url: str) -> dict:
+    """The job at `url` (a walk, a build) once it has ended, as its user polling it sees it."""
+    for _ in range(1200):
+        answer = await client.get(url, headers=headers)
+        assert answer.status_code == 200, answer.text
+        if answer.json()["status"] != "running":
+            return answer.json()
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the job did not end: {answer.json()}")
+
+
+BUILDS_URL = "/api/v1/stats/snapshot-builds"
+
+
+async def built(client: httpx.AsyncClient, headers: dict, **params: str) -> dict:
+    """Ask for a snapshot build, as the national analyst does, and wait for its end. A build
+    as of another date that another test left running is waited out first (409)."""
+    for _ in range(600):
+        asked = await client.post(BUILDS_URL, headers=headers, params=params)
+        if asked.status_code != 409:
+            break
+        await asyncio.sleep(0.1)
+    assert asked.status_code == 202, asked.text
+    assert asked.headers["location"] == f"{BUILDS_URL}/{asked.json()['id']}"
+    return await ended_job(client, headers, asked.headers["location"])
+
+
+async def audit_events(app, **where) -> list:
+    """The trail's events whose columns have the values given, in order."""
+    from referral.models import AuditEvent
+
+    statement = select(AuditEvent).order_by(AuditEvent.seq)
+    for column, value in where.items():
+        statement = statement.where(getattr(AuditEvent, column) == value)
+    async with app.state.sessionmaker() as session:
+        return list((await session.exec(statement)).all())

@@ -14,41 +14,25 @@ from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
+from referral import jobs
 from referral.audit import verifications
 from referral.models import AuditEvent, AuditVerification
 from referral.models.base import utcnow
 from referral.models.enums import Role
 from tests.conftest import World, bearer, login
-from tests.helpers import scratch_app, tamper, until_waiting_on_a_lock
+from tests.helpers import audit_events, ended_job, scratch_app, tamper, until_waiting_on_a_lock
 
 URL = "/api/v1/audit/verifications"
-
-
-async def _finished(client, headers: dict, url: str) -> dict:
-    """The walk at `url` once it has ended, as the auditor polling it would see it."""
-    for _ in range(400):
-        answer = await client.get(url, headers=headers)
-        assert answer.status_code == 200, answer.text
-        if answer.json()["status"] != "running":
-            return answer.json()
-        await asyncio.sleep(0.05)
-    pytest.fail(f"the walk did not finish: {answer.json()}")
 
 
 async def _result_of(app, walk_id: str) -> AuditEvent:
     """The event that records how walk `walk_id` ended: there is exactly one."""
     (result,) = [
-        e for e in await _events(app, action="audit.verify_result") if e.resource_ids == [walk_id]
+        e
+        for e in await audit_events(app, action="audit.verify_result")
+        if e.resource_ids == [walk_id]
     ]
     return result
-
-
-async def _events(app, **where) -> list[AuditEvent]:
-    statement = select(AuditEvent).order_by(AuditEvent.seq)
-    for column, value in where.items():
-        statement = statement.where(getattr(AuditEvent, column) == value)
-    async with app.state.sessionmaker() as session:
-        return list((await session.exec(statement)).all())
 
 
 def _held_walks(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
@@ -73,7 +57,7 @@ async def test_an_auditor_asks_for_a_walk_and_reads_its_result(client, app, sign
     walk_id = asked.json()["id"]
     assert asked.headers["location"] == f"{URL}/{walk_id}"
     assert asked.json()["requested_by"] == str(account.id)
-    walk = await _finished(client, headers, asked.headers["location"])
+    walk = await ended_job(client, headers, asked.headers["location"])
     assert walk["status"] == "ok", walk
     assert walk["first_broken"] is None
     assert walk["reason"] is None
@@ -83,11 +67,11 @@ async def test_an_auditor_asks_for_a_walk_and_reads_its_result(client, app, sign
     listed = (await client.get(URL, headers=headers)).json()
     assert listed[0]["id"] == walk_id  # newest first
 
-    asked_for = await _events(app, action="audit.verify", actor_user_id=account.id)
+    asked_for = await audit_events(app, action="audit.verify", actor_user_id=account.id)
     assert [(e.purpose, e.resource_ids) for e in asked_for] == [("started", [walk_id])]
     result = await _result_of(app, walk_id)
     assert (result.outcome, result.purpose) == ("allowed", "ok")
-    read = await _events(app, action="audit.verification", actor_user_id=account.id)
+    read = await audit_events(app, action="audit.verification", actor_user_id=account.id)
     assert read
     assert all(e.resource_ids == [walk_id] for e in read)
 
@@ -111,7 +95,7 @@ async def test_one_walk_at_a_time_asking_again_joins_the_one_running(
     assert joined.json()["id"] == started.json()["id"]
     assert joined.headers["location"] == started.headers["location"]
     assert running["status"] == "running"
-    assert (await _finished(client, first, started.headers["location"]))["status"] == "ok"
+    assert (await ended_job(client, first, started.headers["location"]))["status"] == "ok"
     async with app.state.sessionmaker() as session:
         walks = (
             await session.exec(
@@ -123,17 +107,17 @@ async def test_one_walk_at_a_time_asking_again_joins_the_one_running(
     assert [str(walk_id) for walk_id in walks] == [started.json()["id"]]
     purposes = {
         e.actor_user_id: e.purpose
-        for e in await _events(app, action="audit.verify")
+        for e in await audit_events(app, action="audit.verify")
         if e.resource_ids == [started.json()["id"]]
     }
     assert purposes == {first_auditor.id: "started", second_auditor.id: "joined"}
     after = await client.post(URL, headers=second)  # once it has ended, asking walks again
     assert after.json()["id"] != started.json()["id"]
-    await _finished(client, second, after.headers["location"])
+    await ended_job(client, second, after.headers["location"])
 
 
 async def test_a_running_walk_keeps_writing_its_heartbeat(client, app, signed_in, monkeypatch):
-    monkeypatch.setattr(verifications, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.05)
     walking, finish = _held_walks(monkeypatch)
     _, headers = await signed_in(Role.auditor)
     asked = await client.post(URL, headers=headers)
@@ -150,12 +134,12 @@ async def test_a_running_walk_keeps_writing_its_heartbeat(client, app, signed_in
 
     assert walk["status"] == "running"
     assert datetime.fromisoformat(walk["heartbeat_at"]) > began, "no heartbeat was written"
-    assert (await _finished(client, headers, asked.headers["location"]))["status"] == "ok"
+    assert (await ended_job(client, headers, asked.headers["location"]))["status"] == "ok"
 
 
 async def test_a_walk_whose_server_died_is_ended_and_a_new_one_starts(client, app, signed_in):
     account, headers = await signed_in(Role.auditor)
-    long_ago = utcnow() - verifications.STALE_AFTER - timedelta(seconds=1)
+    long_ago = utcnow() - jobs.STALE_AFTER - timedelta(seconds=1)
     orphan = AuditVerification(requested_by=account.id, heartbeat_at=long_ago, checked=5)
     async with app.state.sessionmaker() as session, session.begin():
         session.add(orphan)
@@ -169,7 +153,7 @@ async def test_a_walk_whose_server_died_is_ended_and_a_new_one_starts(client, ap
     assert "stopped before it finished" in ended["reason"]
     result = await _result_of(app, str(orphan.id))  # its end is in the trail, like any walk's
     assert (result.outcome, result.purpose) == ("error", "failed")
-    assert (await _finished(client, headers, asked.headers["location"]))["status"] == "ok"
+    assert (await ended_job(client, headers, asked.headers["location"]))["status"] == "ok"
 
 
 async def test_a_walk_still_beating_is_not_taken_over(client, app, signed_in):
@@ -215,7 +199,7 @@ async def test_a_broken_trail_is_reported_with_the_first_event_that_does_not_hol
     async with scratch_app(settings, tmp_path, "walk") as (app, client, _, database):
         auditor = await World(app).account(Role.auditor)
         headers = bearer(await login(client, auditor))
-        (rewritten, *_) = await _events(app, action="auth.login")
+        (rewritten, *_) = await audit_events(app, action="auth.login")
         await tamper(
             database,
             "audit_event",
@@ -223,7 +207,7 @@ async def test_a_broken_trail_is_reported_with_the_first_event_that_does_not_hol
         )
 
         asked = await client.post(URL, headers=headers)
-        walk = await _finished(client, headers, asked.headers["location"])
+        walk = await ended_job(client, headers, asked.headers["location"])
 
         assert walk["status"] == "broken", walk
         assert walk["first_broken"] == rewritten.seq
@@ -242,7 +226,7 @@ async def test_an_unknown_walk_is_a_problem_and_audited(client, app, signed_in, 
     assert answer.status_code in (404, 422)
     assert answer.headers["content-type"] == "application/problem+json"
     if answer.status_code == 404:
-        denied = await _events(app, actor_user_id=account.id, outcome="denied")
+        denied = await audit_events(app, actor_user_id=account.id, outcome="denied")
         assert [e.status_code for e in denied] == [404]
 
 
@@ -283,11 +267,11 @@ async def test_a_walk_against_a_kept_head_finds_the_tail_cut_away(settings, tmp_
         auditor = await World(app).account(Role.auditor)
         headers = bearer(await login(client, auditor))
         first = await client.post(URL, headers=headers)
-        head = await _finished(client, headers, first.headers["location"])
+        head = await ended_job(client, headers, first.headers["location"])
         kept = {"seq": head["head_seq"], "hash": head["head_hash"]}
         untouched = await client.post(URL, headers=headers, json={"checkpoint": kept})
         assert untouched.status_code == 202, untouched.text
-        assert (await _finished(client, headers, untouched.headers["location"]))["status"] == "ok"
+        assert (await ended_job(client, headers, untouched.headers["location"]))["status"] == "ok"
 
         # the walk's own result event is chained after the walk's row says it ended: the
         # trail is cut once the sealer has caught up, as an intruder's edit would be
@@ -303,14 +287,14 @@ async def test_a_walk_against_a_kept_head_finds_the_tail_cut_away(settings, tmp_
         )
 
         plain = await client.post(URL, headers=headers)
-        assert (await _finished(client, headers, plain.headers["location"]))["status"] == "ok"
+        assert (await ended_job(client, headers, plain.headers["location"]))["status"] == "ok"
         against = await client.post(URL, headers=headers, json={"checkpoint": kept})
-        walk = await _finished(client, headers, against.headers["location"])
+        walk = await ended_job(client, headers, against.headers["location"])
 
         assert walk["status"] == "broken", walk
         assert (walk["checkpoint_seq"], walk["checkpoint_hash"]) == (kept["seq"], kept["hash"])
         assert "checkpoint" in walk["reason"]
-        asked = await _events(app, action="audit.verify", actor_user_id=auditor.id)
+        asked = await audit_events(app, action="audit.verify", actor_user_id=auditor.id)
         assert asked[-1].fields == ["checkpoint"]
 
 
@@ -333,7 +317,7 @@ async def test_a_walk_against_a_checkpoint_does_not_join_one_without(
     assert refused.headers["content-type"] == "application/problem+json"
     assert joined.json()["id"] == started.json()["id"]
     assert await _walks_by(app, other) == 0
-    await _finished(client, headers, started.headers["location"])
+    await ended_job(client, headers, started.headers["location"])
 
 
 @pytest.mark.postgres_only

@@ -113,3 +113,25 @@ def test_a_snapshot_built_through_the_api_is_reported_and_older_runs_still_rende
     assert "**58.1 s**" in page
     assert "answered `/livez` 2,400 times, p99 4.2 ms, slowest 34.0 ms" in page
     assert page.count("Snapshot built through the API") == 1  # the older run has none
+
+
+def test_a_build_run_as_a_job_reports_how_soon_its_request_was_answered():
+    served = {
+        "seconds": 51.0,
+        "answered_ms": 12.5,
+        "cells": 20691,
+        "livez_pings": 2400,
+        "livez_p99_ms": 4.2,
+        "livez_max_ms": 34.0,
+    }
+    older = served.copy()
+    del older["answered_ms"]
+    page = render(
+        [
+            _run(10_000, 20) | {"served_snapshot": older},
+            _run(1_000_000, 30) | {"served_snapshot": served},
+        ]
+    )
+    assert "`POST /api/v1/stats/snapshot-builds`, answered in 12.5 ms, then polled" in page
+    assert "**51.0 s**" in page
+    assert "`POST /api/v1/stats/snapshots`, its cells computed" in page  # the older run's way

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from referral.models import AuditVerification
+from referral.models import AuditVerification, StatsSnapshotBuild
 from referral.models.enums import Agency, Role
 from tests.case_world import etag, force_state, make_town, new_case
 from tests.conftest import bearer, login
@@ -222,6 +222,22 @@ async def test_the_list_of_walks_does_not_grow_with_the_walks(app, client, signe
     assert len(listed) >= 9
 
 
+async def test_the_list_of_snapshot_builds_does_not_grow_with_the_builds(app, client, signed_in):
+    account, analyst = await signed_in(Role.national_analyst, agency=Agency.municipality)
+    url = "/api/v1/stats/snapshot-builds?limit=50"
+
+    async def builds(count: int) -> None:
+        async with app.state.sessionmaker() as session, session.begin():
+            for _ in range(count):
+                session.add(
+                    StatsSnapshotBuild(requested_by=account.id, as_of=date.today(), status="failed")
+                )
+
+    await builds(1)
+    await _grows_not(app, client, analyst, [url], lambda: builds(8))
+    assert len((await client.get(url, headers=analyst)).json()) >= 9
+
+
 # Every GET route, and the test above that holds its statement count still as what it
 # returns grows. A new GET route must be named here, with its test or with why it has none.
 _DETAIL = test_case_detail_and_notes_statement_counts_do_not_grow_with_the_notes
@@ -237,6 +253,7 @@ COUNTED = {
     "/api/v1/audit/events": test_audit_search_statement_count_does_not_grow_with_the_page,
     "/api/v1/audit/break-glass": test_the_break_glass_queue_does_not_grow_with_the_grants,
     "/api/v1/audit/verifications": test_the_list_of_walks_does_not_grow_with_the_walks,
+    "/api/v1/stats/snapshot-builds": test_the_list_of_snapshot_builds_does_not_grow_with_the_builds,
     **{
         f"/api/v1/admin/{kind}": test_admin_lists_do_not_grow_with_the_page
         for kind in ("municipalities", "organisations", "users")
@@ -258,6 +275,7 @@ NOT_COUNTED = {
     "/api/v1/stats/catalogue": "the latest snapshot and the policy; no rows listed",
     "/api/v1/stats/{measure}": "one published table: its cells in one statement (stats.service)",
     "/api/v1/audit/verifications/{verification_id}": "one walk's row",
+    "/api/v1/stats/snapshot-builds/{build_id}": "one build's row, with its snapshot's",
 }
 
 

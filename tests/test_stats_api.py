@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
-import os
 import random
 import subprocess
 import sys
@@ -19,11 +17,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import func, select
 
-from referral.models import AuditEvent, CaseFile, Municipality, StatsCell, StatsSnapshot, User
+from referral.models import (
+    AuditEvent,
+    CaseFile,
+    Municipality,
+    StatsCell,
+    StatsSnapshot,
+    StatsSnapshotBuild,
+    User,
+)
 from referral.models.enums import Agency, Role
 from tests.case_world import make_town
 from tests.databases import postgres_server_url
-from tests.helpers import cli_env, run_cli
+from tests.helpers import BUILDS_URL, built, cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date.today()
@@ -60,10 +66,8 @@ async def stats_world(app):
                     random.Random(n),
                 )
         _, national_headers = await _national(client, world)
-        response = await client.post(
-            "/api/v1/stats/snapshots", headers=national_headers, params={"as_of": AS_OF.isoformat()}
-        )
-        assert response.status_code == 201, response.text
+        build = await built(client, national_headers, as_of=AS_OF.isoformat())
+        assert build["status"] == "published", build
         async with app.state.sessionmaker() as s:
             codes = {
                 t.municipality_id: (
@@ -76,7 +80,7 @@ async def stats_world(app):
         yield {
             "towns": towns,
             "national": national_headers,
-            "snapshot": response.json(),
+            "snapshot": build["snapshot"],
             "codes": codes,
         }
 
@@ -218,76 +222,36 @@ async def test_no_other_role_reaches_statistics(client, signed_in, stats_world, 
     for method, path in (
         ("GET", "/api/v1/stats/catalogue"),
         ("GET", f"/api/v1/stats/referrals?period={_year()}"),
-        ("POST", "/api/v1/stats/snapshots"),
+        ("POST", BUILDS_URL),
+        ("GET", BUILDS_URL),
+        ("GET", f"{BUILDS_URL}/{uuid.uuid4()}"),
     ):
         assert (await client.request(method, path, headers=headers)).status_code == 403
 
 
 async def test_only_the_national_analyst_builds_snapshots(client, stats_world):
     town = stats_world["towns"][0]
-    response = await client.post("/api/v1/stats/snapshots", headers=town.analyst.headers)
+    response = await client.post(BUILDS_URL, headers=town.analyst.headers)
     assert response.status_code == 403
-
-
-def _build_dies(*_args):
-    os._exit(1)  # as a build process killed for its memory would end
-
-
-async def test_a_build_process_that_dies_is_503_and_writes_nothing(
-    app, client, stats_world, monkeypatch
-):
-    from referral.stats import snapshot
-
-    # fork, not spawn, so that the child runs the function put in its place here
-    fork = multiprocessing.get_context("fork")
-    monkeypatch.setattr(snapshot.multiprocessing, "get_context", lambda _method: fork)
-    monkeypatch.setattr(snapshot, "_cells_in_this_process", _build_dies)
-
-    async def written() -> list[int]:
-        counted = []
-        async with app.state.sessionmaker() as s:
-            for table, where in (
-                (StatsSnapshot, True),
-                (StatsCell, True),
-                (
-                    AuditEvent,
-                    (AuditEvent.action == "stats.snapshot") & (AuditEvent.outcome == "allowed"),
-                ),
-            ):
-                counted.append(
-                    (await s.exec(select(func.count()).select_from(table).where(where))).one()
-                )
-        return counted
-
-    before = await written()
-    response = await client.post("/api/v1/stats/snapshots", headers=stats_world["national"])
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert "ended without an answer" in response.json()["detail"]
-    assert await written() == before  # no snapshot, no cells, no "built" event
-    async with app.state.sessionmaker() as s:
-        tried = (
-            await s.exec(
-                select(AuditEvent).where(
-                    AuditEvent.action == "stats.snapshot", AuditEvent.outcome == "error"
-                )
-            )
-        ).all()
-    assert [(e.status_code, e.purpose) for e in tried] == [(503, "unfinished")]
 
 
 @pytest.mark.parametrize("days_ahead", [1, 365 * 2000])
 async def test_a_snapshot_as_of_a_future_date_is_refused(app, client, stats_world, days_ahead):
-    async with app.state.sessionmaker() as s:
-        before = (await s.exec(select(func.count()).select_from(StatsSnapshot))).one()
+    async def counted() -> list[int]:
+        async with app.state.sessionmaker() as s:
+            return [
+                (await s.exec(select(func.count()).select_from(table))).one()
+                for table in (StatsSnapshot, StatsSnapshotBuild)
+            ]
+
+    before = await counted()
     as_of = (date.today() + timedelta(days=days_ahead)).isoformat()
     response = await client.post(
-        "/api/v1/stats/snapshots", headers=stats_world["national"], params={"as_of": as_of}
+        BUILDS_URL, headers=stats_world["national"], params={"as_of": as_of}
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["query", "as_of"]
-    async with app.state.sessionmaker() as s:
-        assert (await s.exec(select(func.count()).select_from(StatsSnapshot))).one() == before
+    assert await counted() == before  # no snapshot, and no build started
 
 
 @pytest.mark.parametrize(
@@ -436,13 +400,9 @@ async def test_a_late_record_changes_only_the_next_snapshot(app, client, stats_w
                 select(func.count()).select_from(StatsCell).where(StatsCell.snapshot_id == first)
             )
         ).one()
-    second = await client.post(
-        "/api/v1/stats/snapshots",
-        headers=stats_world["national"],
-        params={"as_of": AS_OF.isoformat()},
-    )
-    assert second.status_code == 201
-    assert second.json()["id"] != str(first)
+    second = await built(client, stats_world["national"], as_of=AS_OF.isoformat())
+    assert second["status"] == "published"
+    assert second["snapshot"]["id"] != str(first)
     async with app.state.sessionmaker() as s:
         after = (
             await s.exec(

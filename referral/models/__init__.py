@@ -23,7 +23,7 @@ from referral.models.case import (
 )
 from referral.models.directory import Municipality, Organisation
 from referral.models.panel import PanelDecision, PanelMeeting
-from referral.models.stats import StatsCell, StatsSnapshot
+from referral.models.stats import StatsCell, StatsSnapshot, StatsSnapshotBuild
 from referral.models.user import RecoveryCode, User
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "RefreshToken",
     "StatsCell",
     "StatsSnapshot",
+    "StatsSnapshotBuild",
     "SupportPlan",
     "User",
     "audit_staged",

@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, Date, ForeignKey, Index, String, Uuid
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from referral.models.base import UTCDateTime, utcnow, uuid7
@@ -42,3 +53,44 @@ class StatsCell(SQLModel, table=True):
     area: str = Field(sa_type=String(64))
     categories: list[str] = Field(default_factory=list, sa_type=JSON)
     value: int | None = Field(default=None)  # None: suppressed
+
+
+BUILD_STATUSES = ("running", "published", "refused", "failed")
+
+
+class StatsSnapshotBuild(SQLModel, table=True):
+    """One build of a snapshot, asked for by a national analyst and run by the server
+    (ADR 0026). At national scale a build takes about a minute, longer than a proxy waits.
+
+    At most one runs at a time across every worker: the partial unique index lets one row be
+    `running`. It ends `published` (with its snapshot), `refused` (the audit gate would
+    have let a suppressed cell be derived: nothing published) or `failed` (it could not
+    finish: its process died, or the server stopped)."""
+
+    __tablename__ = "stats_snapshot_build"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'published', 'refused', 'failed')", name="status"),
+        Index(
+            "uq_stats_snapshot_build_running",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
+    requested_by: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("user_account.id", ondelete="RESTRICT"), nullable=False)
+    )
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    as_of: date = Field(sa_type=Date)
+    status: str = Field(default="running", sa_type=String(9))
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    snapshot_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("stats_snapshot.id", ondelete="RESTRICT"), nullable=True),
+    )
+    # why nothing was published: the gate's refusal, or why the build could not finish
+    reason: str | None = Field(default=None, sa_type=Text)

@@ -1,23 +1,25 @@
-"""/api/v1/stats: the catalogue, queries (JSON or CSV), and building a snapshot."""
+"""/api/v1/stats: the catalogue, queries (JSON or CSV), and builds of snapshots."""
 
 import csv
 import io
+import uuid
 from datetime import date
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import Response
 
 from referral import audit
 from referral.authz.dependencies import Access, authorize
 from referral.db import SessionDep
-from referral.errors import BadRequest, Conflict, invalid_field, problem_responses
+from referral.errors import BadRequest, invalid_field, problem_responses
+from referral.pagination import MAX_LIMIT
 from referral.routing import API_PREFIX, ProblemRoute
-from referral.stats import service
-from referral.stats.disclosure import GateFailure
+from referral.stats import builds, service
 from referral.stats.policy import ReportingPolicy
-from referral.stats.snapshot import FutureRelease, build_snapshot_apart
+from referral.stats.schemas import SnapshotBuildOut
+from referral.stats.snapshot import FutureRelease, refuse_future
 
 router = APIRouter(prefix=f"{API_PREFIX}/stats", tags=["statistics"], route_class=ProblemRoute)
 
@@ -65,6 +67,94 @@ async def catalogue(request: Request, session: SessionDep, access: _can("catalog
         "released_periods": released,
         "scope": "own municipality" if await service.own_area(session, access) else "all",
     }
+
+
+def _build_url(build_id: uuid.UUID) -> str:
+    return f"{API_PREFIX}/stats/snapshot-builds/{build_id}"
+
+
+@router.post(
+    "/snapshot-builds",
+    response_model=SnapshotBuildOut,
+    status_code=202,
+    summary="Start building a snapshot of the released periods, or join the build running",
+    description="Answered at once: the server freezes the released periods, protects the "
+    "whole family and publishes it, and keeps the build's progress and result at the "
+    "`Location` given. One build runs at a time; asking while one runs answers that one "
+    "(409 if it builds as of another date).",
+    responses=problem_responses(409),
+)
+async def start_build(
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+    session: SessionDep,
+    access: _can("snapshot"),
+    as_of: date | None = None,
+) -> Any:
+    as_of = as_of or date.today()
+    try:
+        refuse_future(as_of)
+    except FutureRelease as exc:
+        raise invalid_field(
+            "as_of", "may not be in the future", where="query", kind="future_date"
+        ) from exc
+    build, started = await builds.claim(session, access.actor.user_id, as_of)
+    if started:  # after the commit, so the build's row is there for it to finish
+        background.add_task(request.app.state.builder.start, build.id, as_of, build.requested_by)
+    response.headers["Location"] = _build_url(build.id)
+    audit.record(
+        session,
+        request,
+        action="stats.snapshot",
+        resource_type="stats_snapshot_build",
+        resource_ids=[build.id],
+        purpose="started" if started else "joined",
+        fields=["as_of"],
+    )
+    return builds.view_of(build)
+
+
+@router.get(
+    "/snapshot-builds",
+    response_model=list[SnapshotBuildOut],
+    summary="The latest builds of snapshots, newest first",
+)
+async def list_builds(
+    request: Request,
+    session: SessionDep,
+    access: _can("snapshot"),
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+) -> Any:
+    found = await builds.latest(session, limit)
+    audit.record(
+        session,
+        request,
+        action="stats.snapshot_builds",
+        resource_type="stats_snapshot_build",
+        resource_ids=[build.id for build in found],
+    )
+    return found
+
+
+@router.get(
+    "/snapshot-builds/{build_id}",
+    response_model=SnapshotBuildOut,
+    summary="One build of a snapshot: running, or what it published",
+)
+async def read_build(
+    request: Request, session: SessionDep, build_id: uuid.UUID, access: _can("snapshot")
+) -> Any:
+    build = await builds.read(session, build_id)
+    audit.record(
+        session,
+        request,
+        action="stats.snapshot_build",
+        resource_type="stats_snapshot_build",
+        resource_ids=[build.id],
+        purpose=build.status,
+    )
+    return build
 
 
 @router.get("/{measure}", summary="A published table slice (Accept: text/csv for CSV)")
@@ -148,44 +238,3 @@ def _csv(measure, period, geography, dimensions, rows) -> Response:
             ]
         )
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
-
-
-@router.post(
-    "/snapshots",
-    status_code=201,
-    summary="Freeze released periods and publish the protected family",
-)
-async def create_snapshot(
-    request: Request,
-    session: SessionDep,
-    access: _can("snapshot"),
-    as_of: date | None = None,
-) -> dict:
-    try:
-        snapshot = await build_snapshot_apart(
-            session,
-            request.app.state.settings,
-            _policy(request),
-            as_of or date.today(),
-            access.actor.user_id,
-        )
-    except FutureRelease as exc:
-        raise invalid_field(
-            "as_of", "may not be in the future", where="query", kind="future_date"
-        ) from exc
-    except GateFailure as exc:
-        raise Conflict(f"The audit gate refused to publish: {exc}.") from exc
-    audit.record(
-        session,
-        request,
-        action="stats.snapshot",
-        resource_type="stats_snapshot",
-        resource_ids=[snapshot.id],
-        purpose=f"cells={snapshot.cells};suppressed={snapshot.suppressed}",
-    )
-    return {
-        "id": str(snapshot.id),
-        "as_of": snapshot.as_of.isoformat(),
-        "cells": snapshot.cells,
-        "suppressed": snapshot.suppressed,
-    }

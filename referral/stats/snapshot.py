@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import traceback
 import uuid
 from array import array
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -22,9 +21,16 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral.config import Settings
-from referral.errors import Unfinished
 from referral.models import CaseFile, Municipality, StatsCell, StatsSnapshot
-from referral.stats.disclosure import NATIONAL, Publication, TableSpec, Units, build_cells, protect
+from referral.stats.disclosure import (
+    NATIONAL,
+    GateFailure,
+    Publication,
+    TableSpec,
+    Units,
+    build_cells,
+    protect,
+)
 from referral.stats.policy import SOURCES, ReportingPolicy
 
 EVENT_COLUMN = {
@@ -168,7 +174,7 @@ class FutureRelease(ValueError):
     """A snapshot as of a future date would release periods that have not ended yet."""
 
 
-def _refuse_future(as_of: date) -> None:
+def refuse_future(as_of: date) -> None:
     if as_of > date.today():
         raise FutureRelease(f"as of {as_of} is in the future")
 
@@ -180,36 +186,72 @@ async def build_snapshot(
 
     Raises disclosure.GateFailure (and stores nothing) if the family cannot be protected,
     FutureRelease if `as_of` is after today."""
-    _refuse_future(as_of)
+    refuse_future(as_of)
     cells = await _published_cells(session, policy, as_of)
-    return await _store(session, policy, as_of, created_by, cells)
+    return await store(session, policy, as_of, created_by, cells)
 
 
-async def build_snapshot_apart(
-    session: AsyncSession,
-    settings: Settings,
-    policy: ReportingPolicy,
-    as_of: date,
-    created_by: uuid.UUID | None,
-) -> StatsSnapshot:
-    """Build the cells in a process of their own and store them in `session` (the API).
+class BuildDied(Exception):
+    """The build's process ended without an answer: killed, or out of memory."""
+
+
+async def cells_apart(settings: Settings, policy: ReportingPolicy, as_of: date) -> list[dict]:
+    """Every cell of the protected family, computed in a process of its own (the API).
 
     Building reads every case and protects the family with dense matrices: at national
     scale about 320 MiB and a minute of CPU. In a serving worker that memory would stay
     with the worker, and the reading would stall its event loop for everyone else's
-    requests (ADR 0025). The child reads and computes only; the snapshot and its audit
-    event are written here, in the request's one transaction, as before."""
-    _refuse_future(as_of)
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    requests (ADR 0025). The child reads and computes only; what it publishes is written by
+    the caller. Cancelled (the server stopping), the child is ended with it.
+
+    Raises disclosure.GateFailure if the family cannot be protected, BuildDied if the child
+    ended without an answer."""
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_build_and_send,
+        args=(sending, settings, policy, as_of),
+        name="referral-snapshot-build",
+        daemon=True,  # never outlives the server
+    )
+    child.start()
+    sending.close()  # the child's end alone is left: its death is the end of the pipe
     try:
-        cells = await asyncio.get_running_loop().run_in_executor(
-            pool, _cells_in_this_process, settings, policy, as_of
-        )
-    except BrokenProcessPool as exc:
-        raise Unfinished("The snapshot's build ended without an answer.") from exc
-    finally:
-        pool.shutdown(wait=False)
-    return await _store(session, policy, as_of, created_by, cells)
+        answer = await asyncio.to_thread(_receive, receiving)
+    except BaseException:  # cancelled: the server is stopping
+        child.terminate()
+        raise
+    finally:  # in a thread: a child tearing down its interpreter takes a while
+        await asyncio.to_thread(child.join, 5)
+    match answer:
+        case ("cells", cells):
+            return cells
+        case ("refused", why):
+            raise GateFailure(why)
+        case ("error", name):
+            raise BuildDied(f"the build's process failed ({name})")
+    raise BuildDied("the build's process ended without an answer (killed, or out of memory)")
+
+
+def _receive(receiving) -> tuple | None:
+    with receiving:
+        try:
+            return receiving.recv()
+        except EOFError:
+            return None
+
+
+def _build_and_send(sending, settings: Settings, policy: ReportingPolicy, as_of: date) -> None:
+    """The build process: compute the cells and send them, or why there are none."""
+    with sending:
+        try:
+            answer = ("cells", _cells_in_this_process(settings, policy, as_of))
+        except GateFailure as exc:
+            answer = ("refused", str(exc))
+        except Exception as exc:  # its traceback is on the child's stderr
+            traceback.print_exc()
+            answer = ("error", type(exc).__name__)
+        sending.send(answer)
 
 
 def _cells_in_this_process(settings: Settings, policy: ReportingPolicy, as_of: date) -> list[dict]:
@@ -270,7 +312,7 @@ async def _published_cells(
     return cells
 
 
-async def _store(
+async def store(
     session: AsyncSession,
     policy: ReportingPolicy,
     as_of: date,
