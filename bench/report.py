@@ -65,6 +65,7 @@ def _run_section(run: dict) -> list[str]:
         f"- Snapshot build: **{run['snapshot']['seconds']} s** "
         f"({run['snapshot']['cells']:,} cells, {run['snapshot']['suppressed']:,} suppressed).",
         *_served_snapshot(run),
+        *_served_walk(run),
         f"- Server worker memory after the run: peak {memory['peak_rss_mib']} MiB, now "
         f"{memory['rss_mib']} MiB (target < {MEMORY_LIMIT_MIB} MiB: "
         f"{_mark(memory['peak_rss_mib'] < MEMORY_LIMIT_MIB)}).",
@@ -282,6 +283,19 @@ def _served_snapshot(run: dict) -> list[str]:
         f"worker answered `/livez` {served['livez_pings']:,} times, p99 "
         f"{served['livez_p99_ms']} ms, slowest {served['livez_max_ms']} ms. The worker's "
         "memory below includes the build."
+    ]
+
+
+def _served_walk(run: dict) -> list[str]:
+    served = run.get("served_walk")
+    if not served:
+        return []
+    return [
+        f"- A walk of the whole trail through the API (`POST /api/v1/audit/verifications`, "
+        f"answered in {served['answered_ms']} ms, then polled until it ended, ADR 0024): "
+        f"**{served['seconds']} s** for {served['checked']:,} events. Meanwhile the worker "
+        f"answered `/livez` {served['livez_pings']:,} times, p99 {served['livez_p99_ms']} ms, "
+        f"slowest {served['livez_max_ms']} ms."
     ]
 
 

@@ -147,10 +147,10 @@ def start_server(settings: Settings, workers: int, port: int, log: Path) -> subp
 
 def sign_in(base: str, actors: dict) -> dict[str, str]:
     tokens = {}
-    for role in ("referrer", "coordinator", "national_analyst"):
+    for role in ("referrer", "coordinator", "national_analyst", "auditor"):
         form = {"username": actors[role], "password": actors["password"]}
-        if role == "coordinator":
-            form["totp_code"] = pyotp.TOTP(actors["coordinator_totp"]).now()
+        if f"{role}_totp" in actors:
+            form["totp_code"] = pyotp.TOTP(actors[f"{role}_totp"]).now()
         response = httpx.post(f"{base}/api/v1/auth/token", data=form, timeout=30)
         response.raise_for_status()
         tokens[role] = response.json()["access_token"]
@@ -286,16 +286,32 @@ def drive(base: str, plan_file: Path, scenario: str, args: argparse.Namespace) -
 
 
 def served_snapshot(base: str, token: str) -> dict:
-    """A snapshot built through the API, as the national analyst builds one, while another
-    client asks the ceiling route every 20 ms: how long the build takes, and how long the
-    worker kept everyone else waiting meanwhile."""
+    """A snapshot built through the API, as the national analyst builds one (ADR 0026)."""
+    build, timing = served_job(base, token, "/api/v1/stats/snapshot-builds")
+    if build["status"] != "published":
+        raise RuntimeError(f"the served snapshot build did not publish: {build}")
+    return timing | {"cells": build["snapshot"]["cells"]}
+
+
+def served_walk(base: str, token: str) -> dict:
+    """A walk of the whole trail through the API, as an auditor asks for one (ADR 0024)."""
+    walk, timing = served_job(base, token, "/api/v1/audit/verifications")
+    if walk["status"] != "ok":
+        raise RuntimeError(f"the served walk did not find the trail whole: {walk}")
+    return timing | {"checked": walk["checked"]}
+
+
+def served_job(base: str, token: str, path: str) -> tuple[dict, dict]:
+    """Ask for a job the server runs (a build, a walk) and poll it until it ends, while
+    another client asks the ceiling route every 20 ms: how soon the request was answered,
+    how long the job took, and how long the worker kept everyone else waiting meanwhile."""
     waits: list[float] = []
-    building = threading.Event()
-    building.set()
+    running = threading.Event()
+    running.set()
 
     def ping() -> None:
         with httpx.Client(base_url=base, timeout=60) as client:
-            while building.is_set():
+            while running.is_set():
                 started = time.perf_counter()
                 client.get("/livez").raise_for_status()
                 waits.append((time.perf_counter() - started) * 1000)
@@ -305,40 +321,36 @@ def served_snapshot(base: str, token: str) -> dict:
     pinger.start()
     started = time.perf_counter()
     try:
-        build, answered = _build_through_the_api(base, token)
+        job, answered = _until_ended(base, token, path)
     finally:
         seconds = time.perf_counter() - started
-        building.clear()
+        running.clear()
         pinger.join()
-    if build["status"] != "published":
-        raise RuntimeError(f"the served snapshot build did not publish: {build}")
     waits.sort()
-    return {
+    return job, {
         "seconds": round(seconds, 1),
         "answered_ms": round(answered * 1000, 1),
-        "cells": build["snapshot"]["cells"],
         "livez_pings": len(waits),
         "livez_p99_ms": round(waits[int(len(waits) * 0.99)], 1) if waits else None,
         "livez_max_ms": round(waits[-1], 1) if waits else None,
     }
 
 
-def _build_through_the_api(base: str, token: str) -> tuple[dict, float]:
-    """Ask for a build (ADR 0026) and poll it until it ends: (the ended build, seconds until
-    the request that asked for it was answered)."""
+def _until_ended(base: str, token: str, path: str) -> tuple[dict, float]:
+    """(the ended job, seconds until the request that asked for it was answered)"""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         started = time.perf_counter()
-        asked = client.post("/api/v1/stats/snapshot-builds")
+        asked = client.post(path)
         answered = time.perf_counter() - started
         asked.raise_for_status()
-        build = asked.json()
-        while build["status"] == "running":
+        job = asked.json()
+        while job["status"] == "running":
             time.sleep(0.25)
             polled = client.get(asked.headers["location"])
             polled.raise_for_status()
-            build = polled.json()
-    return build, answered
+            job = polled.json()
+    return job, answered
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -531,6 +543,8 @@ def main() -> None:
             scenarios.append(outcome)
         result["served_snapshot"] = served_snapshot(base, tokens["national_analyst"])
         print(json.dumps(result["served_snapshot"]), flush=True)
+        result["served_walk"] = served_walk(base, tokens["auditor"])
+        print(json.dumps(result["served_walk"]), flush=True)
         result["server_memory"] = memory_mib(process.pid)  # after the build: it counts
         result.update(against_ceiling(scenarios))
         if args.baseline:

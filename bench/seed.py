@@ -148,10 +148,11 @@ async def _settle(engine: AsyncEngine) -> None:
 
 
 async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict:
-    """A coordinator (with TOTP) and a national analyst beside the bench referrer."""
+    """A coordinator and an auditor (each with TOTP) and a national analyst beside the bench
+    referrer."""
     now = datetime.now(UTC)
-    coordinator_id, analyst_id, org_id = uuid7(), uuid7(), uuid7()
-    secret = totp.new_secret()
+    coordinator_id, analyst_id, auditor_id, org_id = uuid7(), uuid7(), uuid7(), uuid7()
+    secret, auditor_secret = totp.new_secret(), totp.new_secret()
     common = {
         "password_hash": password_hash,
         "is_active": True,
@@ -170,9 +171,7 @@ async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict
         "totp_enabled_at": now,
         **common,
     }
-    holder = SimpleNamespace(__tablename__="user_account", id=coordinator_id, totp_secret_enc=None)
-    totp.seal_secret(ring, holder, secret)
-    coordinator["totp_secret_enc"] = holder.totp_secret_enc
+    coordinator["totp_secret_enc"] = _sealed_totp(ring, coordinator_id, secret)
     national_org = uuid7()
     analyst = {
         "id": analyst_id,
@@ -183,6 +182,17 @@ async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict
         "municipality_id": None,
         **common,
         **dict.fromkeys(("totp_secret_enc", "totp_enabled_at")),  # no second factor
+    }
+    auditor = {
+        "id": auditor_id,
+        "username": "bench.auditor",
+        "display_name": "[BENCH]",
+        "role": "auditor",
+        "organisation_id": national_org,
+        "municipality_id": None,
+        "totp_enabled_at": now,
+        "totp_secret_enc": _sealed_totp(ring, auditor_id, auditor_secret),
+        **common,
     }
     organisations = [
         {
@@ -206,15 +216,23 @@ async def _seed_actors(engine, ring, referrer: dict, password_hash: str) -> dict
     ]
     async with engine.begin() as connection:
         await connection.execute(insert(Organisation), organisations)
-        await connection.execute(insert(User), [coordinator, analyst])
+        await connection.execute(insert(User), [coordinator, analyst, auditor])
     return {
         "password": BENCH_PASSWORD,
         "referrer": referrer["username"],
         "coordinator": "bench.coordinator",
         "coordinator_totp": secret,
         "national_analyst": "bench.national",
+        "auditor": "bench.auditor",
+        "auditor_totp": auditor_secret,
         "municipality_id": str(referrer["municipality_id"]),
     }
+
+
+def _sealed_totp(ring, user_id: uuid.UUID, secret: str) -> str:
+    holder = SimpleNamespace(__tablename__="user_account", id=user_id, totp_secret_enc=None)
+    totp.seal_secret(ring, holder, secret)
+    return holder.totp_secret_enc
 
 
 async def _seed_submitted_pool(engine, rng, ring, blind_key, referrer, people, now, size) -> int:

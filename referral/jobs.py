@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from referral import apart
 from referral.audit.chain import AuditKeys, pending_event, stage_pending, track
 from referral.audit.sealer import Sealer
 from referral.errors import Conflict
@@ -184,6 +185,12 @@ class Runner:
         except asyncio.CancelledError:
             await self._finish(job_id, ending("failed", self.kind.stopped))
             raise
+        except apart.ApartError as exc:
+            logger.warning(
+                "the process of the %s %s gave no answer: %s", self.kind.noun, job_id, exc
+            )
+            reason = f"the {self.kind.noun}'s process {exc}; ask for a new one"
+            await self._finish(job_id, ending("failed", reason))
         except Exception as exc:
             logger.exception("the %s %s could not finish", self.kind.noun, job_id)
             await self._finish(job_id, ending("failed", self._could_not_finish(exc)))

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_engine(settings)
     sealer = Sealer(engine, settings.audit_chain_keys, settings.audit_seal_wait_seconds)
     sessionmaker = create_sessionmaker(engine)
-    verifier = Verifier(sessionmaker, sealer, settings.audit_chain_keys)
+    verifier = Verifier(sessionmaker, sealer, settings)
     builder = Builder(sessionmaker, sealer, settings.audit_chain_keys, settings, reporting_policy)
 
     @asynccontextmanager

@@ -6,7 +6,11 @@ answered at once, and the auditor reads the walk's progress and result as it goe
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,8 +18,9 @@ from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from referral import jobs
+from referral import apart, jobs
 from referral.audit import verifications
+from referral.audit.chain import Verification
 from referral.models import AuditEvent, AuditVerification
 from referral.models.base import utcnow
 from referral.models.enums import Role
@@ -36,17 +41,43 @@ async def _result_of(app, walk_id: str) -> AuditEvent:
 
 
 def _held_walks(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
-    """Walks that start, then wait for the test to let them finish: (walking, finish)."""
+    """Walks that start, then wait for the test to let them finish: (walking, finish). They
+    wait here, before the walk's process starts, so the test's events reach them."""
     walking, finish = asyncio.Event(), asyncio.Event()
-    verify = verifications.verify
+    walk_apart = verifications._walk_apart
 
     async def a_long_walk(*args, **kwargs):
         walking.set()
         await finish.wait()
-        return await verify(*args, **kwargs)
+        return await walk_apart(*args, **kwargs)
 
-    monkeypatch.setattr(verifications, "verify", a_long_walk)
+    monkeypatch.setattr(verifications, "_walk_apart", a_long_walk)
     return walking, finish
+
+
+def _walks_forked(monkeypatch, work) -> None:
+    """Walks whose process runs `work` in place of the walk. (fork, not spawn, so that the
+    child runs the function put in its place here.)"""
+    fork = multiprocessing.get_context("fork")
+    monkeypatch.setattr(apart.multiprocessing, "get_context", lambda _method: fork)
+    monkeypatch.setattr(verifications, "_walk_in_this_process", work)
+
+
+def _dies(*_args):
+    os._exit(1)  # as a process killed for its memory would end
+
+
+def _reports_then_waits(*_args):
+    """A walk's process that reports its progress, then waits for the test to let it go."""
+    apart.report(7)
+    flag = Path(os.environ[HELD])
+    while not flag.exists():
+        time.sleep(0.02)
+    apart.report(5)
+    return Verification(ok=True, checked=12)
+
+
+HELD = "REFERRAL_TEST_HELD_WALK"
 
 
 async def test_an_auditor_asks_for_a_walk_and_reads_its_result(client, app, signed_in):
@@ -135,6 +166,47 @@ async def test_a_running_walk_keeps_writing_its_heartbeat(client, app, signed_in
     assert walk["status"] == "running"
     assert datetime.fromisoformat(walk["heartbeat_at"]) > began, "no heartbeat was written"
     assert (await ended_job(client, headers, asked.headers["location"]))["status"] == "ok"
+
+
+async def test_the_walks_process_reports_its_progress_to_the_row(
+    client, app, signed_in, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.05)
+    flag = tmp_path / "let-go"
+    monkeypatch.setenv(HELD, str(flag))
+    _walks_forked(monkeypatch, _reports_then_waits)
+    _, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers)
+    try:
+        for _ in range(200):
+            walk = (await client.get(asked.headers["location"], headers=headers)).json()
+            if walk["checked"] == 7:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        flag.touch()
+
+    assert (walk["status"], walk["checked"]) == ("running", 7)  # the heartbeat carried it
+    ended = await ended_job(client, headers, asked.headers["location"])
+    assert (ended["status"], ended["checked"]) == ("ok", 12)  # the walk's own count, at the end
+
+
+async def test_a_walk_whose_process_dies_is_failed_and_the_server_goes_on(
+    client, app, signed_in, monkeypatch
+):
+    _walks_forked(monkeypatch, _dies)
+    _, headers = await signed_in(Role.auditor)
+    asked = await client.post(URL, headers=headers)
+
+    walk = await ended_job(client, headers, asked.headers["location"])
+
+    assert walk["status"] == "failed"
+    assert walk["reason"] == (
+        "the walk's process ended without an answer (killed, or out of memory); ask for a new one"
+    )
+    result = await _result_of(app, walk["id"])
+    assert (result.outcome, result.purpose) == ("error", "failed")
+    assert (await client.get("/livez")).status_code == 200
 
 
 async def test_a_walk_whose_server_died_is_ended_and_a_new_one_starts(client, app, signed_in):

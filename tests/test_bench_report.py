@@ -135,3 +135,19 @@ def test_a_build_run_as_a_job_reports_how_soon_its_request_was_answered():
     assert "`POST /api/v1/stats/snapshot-builds`, answered in 12.5 ms, then polled" in page
     assert "**51.0 s**" in page
     assert "`POST /api/v1/stats/snapshots`, its cells computed" in page  # the older run's way
+
+
+def test_a_walk_through_the_api_is_reported_where_a_run_has_one():
+    walk = {
+        "seconds": 14.2,
+        "answered_ms": 9.1,
+        "checked": 3036000,
+        "livez_pings": 600,
+        "livez_p99_ms": 6.0,
+        "livez_max_ms": 21.5,
+    }
+    page = render([_run(10_000, 20), _run(1_000_000, 30) | {"served_walk": walk}])
+    assert "answered in 9.1 ms, then polled until it ended" in page
+    assert "**14.2 s** for 3,036,000 events" in page
+    assert "answered `/livez` 600 times, p99 6.0 ms, slowest 21.5 ms" in page
+    assert page.count("A walk of the whole trail through the API") == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from referral import jobs
+from referral import apart, jobs
 from referral.models import AuditEvent, StatsCell, StatsSnapshot, StatsSnapshotBuild
 from referral.models.base import utcnow
 from referral.models.enums import Agency, Role
@@ -61,7 +61,7 @@ def _in_a_fork(monkeypatch, work) -> None:
     """Builds whose process runs `work` in place of computing the cells. (fork, not spawn,
     so that the child runs the function put in its place here.)"""
     fork = multiprocessing.get_context("fork")
-    monkeypatch.setattr(snapshot.multiprocessing, "get_context", lambda _method: fork)
+    monkeypatch.setattr(apart.multiprocessing, "get_context", lambda _method: fork)
     monkeypatch.setattr(snapshot, "_cells_in_this_process", work)
 
 

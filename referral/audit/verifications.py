@@ -12,14 +12,17 @@ as `failed` and starts a new one.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from referral import jobs
-from referral.audit.chain import AuditKeys, Checkpoint, Verification, verify
+from referral import apart, jobs
+from referral.audit.chain import Checkpoint, Verification, verify
 from referral.audit.sealer import Sealer
+from referral.config import Settings
 from referral.errors import Conflict
 from referral.models import AuditVerification
 
@@ -56,16 +59,42 @@ def _record_result(walk: AuditVerification, result: Verification) -> None:
     jobs.end(walk, status="ok" if result.ok else "broken", reason=result.reason)
 
 
+async def _walk_apart(
+    settings: Settings, checkpoint: Checkpoint | None, progress: Callable[[int], None]
+) -> Verification:
+    """The walk, in a process of its own: at national scale minutes of hashing, which on
+    the worker's event loop would slow every other request the worker serves (ADR 0027)."""
+    return await apart.run(
+        _walk_in_this_process, settings, checkpoint, name="referral-walk", progress=progress
+    )
+
+
+def _walk_in_this_process(settings: Settings, checkpoint: Checkpoint | None) -> Verification:
+    """The walk's process: its own engine, one snapshot of the trail (`verify`)."""
+    from referral.db import create_engine, create_sessionmaker
+
+    async def walk() -> Verification:
+        engine = create_engine(settings, batch=True)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await verify(
+                    session, settings.audit_chain_keys, checkpoint, progress=apart.report
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(walk())
+
+
 class Verifier:
     """Runs the walks this process started, each as a task of its own."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], sealer: Sealer, keys: AuditKeys
+        self, sessionmaker: async_sessionmaker[AsyncSession], sealer: Sealer, settings: Settings
     ) -> None:
-        self._sessionmaker = sessionmaker
         self._sealer = sealer
-        self._keys = keys
-        self._runner = jobs.Runner(sessionmaker, sealer, keys, WALKS)
+        self._settings = settings
+        self._runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, WALKS)
 
     async def start(self, walk_id: uuid.UUID, checkpoint: Checkpoint | None = None) -> None:
         """Start the walk whose row the request has committed; return at once. (A coroutine
@@ -77,8 +106,7 @@ class Verifier:
 
         async def walk() -> jobs.Finish:
             await self._sealer.sealed()  # anything left staged is chained first
-            async with self._sessionmaker() as session:  # verify begins its own snapshot
-                result = await verify(session, self._keys, checkpoint, progress=add)
+            result = await _walk_apart(self._settings, checkpoint, add)
 
             async def record(_session: AsyncSession, row: AuditVerification) -> None:
                 _record_result(row, result)

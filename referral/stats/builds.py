@@ -122,8 +122,6 @@ class Builder:
                 cells = await snapshot.cells_apart(self._settings, self._policy, as_of)
             except GateFailure as exc:
                 return jobs.ending("refused", f"The audit gate refused to publish: {exc}.")
-            except snapshot.BuildDied as exc:
-                return jobs.ending("failed", f"{exc}; ask for a new one")
 
             async def publish(session: AsyncSession, row: StatsSnapshotBuild) -> None:
                 made = await snapshot.store(session, self._policy, as_of, requested_by, cells)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
-import traceback
 import uuid
 from array import array
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from sqlalchemy import func, insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from referral import apart
 from referral.config import Settings
 from referral.models import CaseFile, Municipality, StatsCell, StatsSnapshot
 from referral.stats.disclosure import (
@@ -191,10 +190,6 @@ async def build_snapshot(
     return await store(session, policy, as_of, created_by, cells)
 
 
-class BuildDied(Exception):
-    """The build's process ended without an answer: killed, or out of memory."""
-
-
 async def cells_apart(settings: Settings, policy: ReportingPolicy, as_of: date) -> list[dict]:
     """Every cell of the protected family, computed in a process of its own (the API).
 
@@ -202,56 +197,18 @@ async def cells_apart(settings: Settings, policy: ReportingPolicy, as_of: date) 
     scale about 320 MiB and a minute of CPU. In a serving worker that memory would stay
     with the worker, and the reading would stall its event loop for everyone else's
     requests (ADR 0025). The child reads and computes only; what it publishes is written by
-    the caller. Cancelled (the server stopping), the child is ended with it.
+    the caller.
 
-    Raises disclosure.GateFailure if the family cannot be protected, BuildDied if the child
-    ended without an answer."""
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_build_and_send,
-        args=(sending, settings, policy, as_of),
+    Raises disclosure.GateFailure if the family cannot be protected, apart.ApartError if
+    the child gave no answer."""
+    return await apart.run(
+        _cells_in_this_process,
+        settings,
+        policy,
+        as_of,
         name="referral-snapshot-build",
-        daemon=True,  # never outlives the server
+        expected=(GateFailure,),
     )
-    child.start()
-    sending.close()  # the child's end alone is left: its death is the end of the pipe
-    try:
-        answer = await asyncio.to_thread(_receive, receiving)
-    except BaseException:  # cancelled: the server is stopping
-        child.terminate()
-        raise
-    finally:  # in a thread: a child tearing down its interpreter takes a while
-        await asyncio.to_thread(child.join, 5)
-    match answer:
-        case ("cells", cells):
-            return cells
-        case ("refused", why):
-            raise GateFailure(why)
-        case ("error", name):
-            raise BuildDied(f"the build's process failed ({name})")
-    raise BuildDied("the build's process ended without an answer (killed, or out of memory)")
-
-
-def _receive(receiving) -> tuple | None:
-    with receiving:
-        try:
-            return receiving.recv()
-        except EOFError:
-            return None
-
-
-def _build_and_send(sending, settings: Settings, policy: ReportingPolicy, as_of: date) -> None:
-    """The build process: compute the cells and send them, or why there are none."""
-    with sending:
-        try:
-            answer = ("cells", _cells_in_this_process(settings, policy, as_of))
-        except GateFailure as exc:
-            answer = ("refused", str(exc))
-        except Exception as exc:  # its traceback is on the child's stderr
-            traceback.print_exc()
-            answer = ("error", type(exc).__name__)
-        sending.send(answer)
 
 
 def _cells_in_this_process(settings: Settings, policy: ReportingPolicy, as_of: date) -> list[dict]:
