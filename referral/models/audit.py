@@ -14,17 +14,15 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
-    Index,
     Integer,
     String,
     Table,
     Text,
     Uuid,
-    text,
 )
 from sqlmodel import Field, SQLModel
 
-from referral.models.base import UTCDateTime, utcnow, uuid7
+from referral.models.base import UTCDateTime, job_constraints, utcnow, uuid7
 
 OUTCOMES = ("allowed", "denied", "error")
 
@@ -128,16 +126,7 @@ class AuditVerification(SQLModel, table=True):
     stopped (its worker died) is ended as `failed` by the next request for a walk."""
 
     __tablename__ = "audit_verification"
-    __table_args__ = (
-        CheckConstraint("status IN ('running', 'ok', 'broken', 'failed')", name="status"),
-        Index(
-            "uq_audit_verification_running",
-            "status",
-            unique=True,
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
-        ),
-    )
+    __table_args__ = job_constraints("audit_verification", VERIFICATION_STATUSES)
 
     id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
     requested_by: uuid.UUID = Field(

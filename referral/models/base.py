@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import CheckConstraint, DateTime, Index, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
@@ -56,3 +56,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def job_constraints(table: str, statuses: tuple[str, ...]) -> tuple:
+    """A job table's rules (`referral.jobs`): a status of its kind, and at most one row
+    `running` across every worker, which a partial unique index holds."""
+    running = text("status = 'running'")
+    listed = ", ".join(f"'{status}'" for status in statuses)
+    return (
+        CheckConstraint(f"status IN ({listed})", name="status"),
+        Index(
+            f"uq_{table}_running",
+            "status",
+            unique=True,
+            postgresql_where=running,
+            sqlite_where=running,
+        ),
+    )

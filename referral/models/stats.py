@@ -7,7 +7,6 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
-    CheckConstraint,
     Column,
     Date,
     ForeignKey,
@@ -15,11 +14,10 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
-    text,
 )
 from sqlmodel import Field, SQLModel
 
-from referral.models.base import UTCDateTime, utcnow, uuid7
+from referral.models.base import UTCDateTime, job_constraints, utcnow, uuid7
 
 
 class StatsSnapshot(SQLModel, table=True):
@@ -68,16 +66,7 @@ class StatsSnapshotBuild(SQLModel, table=True):
     finish: its process died, or the server stopped)."""
 
     __tablename__ = "stats_snapshot_build"
-    __table_args__ = (
-        CheckConstraint("status IN ('running', 'published', 'refused', 'failed')", name="status"),
-        Index(
-            "uq_stats_snapshot_build_running",
-            "status",
-            unique=True,
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
-        ),
-    )
+    __table_args__ = job_constraints("stats_snapshot_build", BUILD_STATUSES)
 
     id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, primary_key=True)
     requested_by: uuid.UUID = Field(
