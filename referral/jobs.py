@@ -214,7 +214,9 @@ class Runner:
                         .values(heartbeat_at=utcnow(), **progress())
                     )
             except Exception:  # the next beat tries again; a job that cannot beat goes stale
-                logger.warning("could not write the heartbeat of %s %s", self.kind.noun, job_id)
+                logger.warning(
+                    "could not write the heartbeat of %s %s", self.kind.noun, job_id, exc_info=True
+                )
 
     async def _finish(self, job_id: uuid.UUID, finish: Finish) -> None:
         """Record how the job ended, with its event, in one transaction. If writing what the

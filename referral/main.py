@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sealer = Sealer(engine, settings.audit_chain_keys, settings.audit_seal_wait_seconds)
     sessionmaker = create_sessionmaker(engine)
     verifier = Verifier(sessionmaker, sealer, settings)
-    builder = Builder(sessionmaker, sealer, settings.audit_chain_keys, settings, reporting_policy)
+    builder = Builder(sessionmaker, sealer, settings, reporting_policy)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

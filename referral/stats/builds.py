@@ -18,7 +18,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from referral import jobs
-from referral.audit.chain import AuditKeys
 from referral.audit.sealer import Sealer
 from referral.config import Settings
 from referral.errors import Conflict, NotFound
@@ -105,13 +104,12 @@ class Builder:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         sealer: Sealer,
-        keys: AuditKeys,
         settings: Settings,
         policy: ReportingPolicy,
     ) -> None:
         self._settings = settings
         self._policy = policy
-        self._runner = jobs.Runner(sessionmaker, sealer, keys, BUILDS)
+        self._runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, BUILDS)
 
     async def start(self, build_id: uuid.UUID, as_of: date, requested_by: uuid.UUID) -> None:
         """Start the build whose row the request has committed; return at once. (A coroutine
