@@ -5,13 +5,19 @@ scale, minutes of hashing. In a serving worker either would take the worker's me
 event loop from everyone else's requests. The child is spawned (a fresh interpreter, with
 none of the parent's threads or connections), computes, and sends its answer back through
 a pipe. Its death closes the pipe, which reads as "ended without an answer". Cancelled (the
-server stopping), the child is ended with it.
+server stopping), the child is ended with it. A parent killed outright (SIGKILL, out of
+memory) ends nothing, so the child watches for its parent's end and ends itself: its answer
+would have nobody to read it. Children only compute and read; what they make is written by
+the parent, so a child ended anywhere leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -92,9 +98,26 @@ def _receive(receiving: Connection, progress: Callable[[Any], None] | None) -> t
                 progress(value)
 
 
+# How a child ends when its parent has gone before it: as if killed, not as an answer.
+ORPHANED_EXIT_CODE = 70
+
+
+def _end_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:  # not a multiprocessing child
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready once the parent is gone
+        os._exit(ORPHANED_EXIT_CODE)
+
+    threading.Thread(target=watch, name="apart-parent-watch", daemon=True).start()
+
+
 def _child(sending: Connection, target, args: tuple, expected: tuple) -> None:
     global _reporting
     _reporting = sending
+    _end_with_parent()
     with sending:
         try:
             answer = ("done", target(*args))

@@ -8,8 +8,9 @@ on the row, with an event in the trail, and the user reads the row as it goes.
 One job of a kind at a time, across every worker: a partial unique index admits one
 `running` row, and asking while one runs answers that one. A running job writes its
 heartbeat every few seconds; one whose heartbeat has stopped has lost its worker (killed,
-or the machine gone), and the next request for a job of its kind ends it as `failed` and
-starts a new one.
+or the machine gone). Every worker looks for such a job every few seconds and ends it as
+`failed`, with its event, so a user watching it sees it end without anyone asking for a new
+one; the next request for a job of its kind would also end it, and starts a new one.
 
 A kind's table has `id`, `status` (`running` until it ends), `heartbeat_at`, `finished_at`
 and `reason` (why it did not succeed; never personal data).
@@ -42,6 +43,8 @@ logger = logging.getLogger("referral.jobs")
 HEARTBEAT_SECONDS = 2.0
 # A running job whose heartbeat is older than this has lost its worker.
 STALE_AFTER = timedelta(seconds=30)
+# How often each worker looks for a job whose worker died, from start-up to shutdown.
+WATCH_SECONDS = 10.0
 
 # How a job ends, in a transaction of its own: it sets the row's outcome (with `end`) and
 # writes whatever the job made. The row is locked and still `running`.
@@ -110,7 +113,7 @@ async def claim(
     something else than it does."""
     current = await running(session, kind)
     if current is not None:
-        if utcnow() - current.heartbeat_at < STALE_AFTER:
+        if not _stale(current):
             return join(current), False
         await _end_stale(session, kind, current)
     try:
@@ -124,9 +127,13 @@ async def claim(
     return new, True
 
 
+def _stale(job: Any) -> bool:
+    return utcnow() - job.heartbeat_at >= STALE_AFTER
+
+
 async def _end_stale(session: AsyncSession, kind: Kind, stale: Any) -> None:
     """End a job whose worker died as `failed`, with its event, like any other job. Only if
-    it is still as it was read: of two requests that both found it stale, one ends it and
+    it is still as it was read: of two workers that both found it stale, one ends it and
     records that once."""
     model, now = kind.model, utcnow()
     ended = await session.exec(
@@ -157,6 +164,7 @@ class Runner:
         self._keys = keys
         self.kind = kind
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watching: asyncio.Task[None] | None = None
 
     def start(
         self,
@@ -171,8 +179,35 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def watch(self) -> None:
+        """From start-up: end, every WATCH_SECONDS, a job of this kind whose worker died."""
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.end_stale()
+            except Exception:  # the database is away: the next look tries again
+                logger.warning("could not look for a stale %s", self.kind.noun, exc_info=True)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def end_stale(self) -> None:
+        """End the running job of this kind if its worker died, and chain its event."""
+        async with self._sessionmaker() as session, session.begin():
+            current = await running(session, self.kind)
+            if current is None or not _stale(current):
+                return
+            await _end_stale(session, self.kind, current)
+            await stage_pending(session, self._keys)
+        await self._sealer.sealed()
+
     async def finished(self) -> None:
-        """At shutdown: stop the jobs in progress; each is recorded as `failed` (stopped)."""
+        """At shutdown: stop looking for stale jobs, and stop the jobs in progress; each is
+        recorded as `failed` (stopped)."""
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.wait([self._watching])
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sealer.start()  # chains whatever an earlier process left staged
+        for runner in (verifier.runner, builder.runner):
+            runner.watch()  # ends the jobs of a worker that died, as soon as they go stale
         freeze_startup_heap()
         yield
         await verifier.finished()  # a walk cut short is recorded as such, and chained

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +47,29 @@ def _dies():
 
 def _sleeps():
     time.sleep(60)
+
+
+def _writes_its_pid_and_sleeps(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+# A serving worker in miniature: it runs a child apart and waits for its answer.
+_PARENT = f"""
+import asyncio, sys
+from referral import apart
+from tests.test_apart import _writes_its_pid_and_sleeps
+asyncio.run(apart.run(_writes_its_pid_and_sleeps, sys.argv[1], name={NAME!r}))
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (nobody may reap an orphan here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def _children() -> list:
@@ -94,3 +121,28 @@ async def test_a_cancelled_run_ends_its_process():
     with pytest.raises(asyncio.CancelledError):
         await running
     assert _children() == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_child_ends_itself_when_its_parent_is_killed_outright(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    root = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pid_file)], cwd=root)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None, "the parent ended before its child started"
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _running(child)
+    finally:
+        parent.send_signal(signal.SIGKILL)  # as the kernel ends a worker out of memory
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphaned = _running(child)
+    if orphaned:
+        os.kill(child, signal.SIGKILL)
+    assert not orphaned, "the child went on with nobody to answer"

@@ -94,7 +94,7 @@ class Verifier:
     ) -> None:
         self._sealer = sealer
         self._settings = settings
-        self._runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, WALKS)
+        self.runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, WALKS)
 
     async def start(self, walk_id: uuid.UUID, checkpoint: Checkpoint | None = None) -> None:
         """Start the walk whose row the request has committed; return at once. (A coroutine
@@ -113,8 +113,8 @@ class Verifier:
 
             return record
 
-        self._runner.start(walk_id, walk, lambda: {"checked": checked[0]})
+        self.runner.start(walk_id, walk, lambda: {"checked": checked[0]})
 
     async def finished(self) -> None:
         """At shutdown: stop the walks in progress; each is recorded as `failed` (stopped)."""
-        await self._runner.finished()
+        await self.runner.finished()

@@ -109,7 +109,7 @@ class Builder:
     ) -> None:
         self._settings = settings
         self._policy = policy
-        self._runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, BUILDS)
+        self.runner = jobs.Runner(sessionmaker, sealer, settings.audit_chain_keys, BUILDS)
 
     async def start(self, build_id: uuid.UUID, as_of: date, requested_by: uuid.UUID) -> None:
         """Start the build whose row the request has committed; return at once. (A coroutine
@@ -128,9 +128,9 @@ class Builder:
 
             return publish
 
-        self._runner.start(build_id, build)
+        self.runner.start(build_id, build)
 
     async def finished(self) -> None:
         """At shutdown: stop the builds in progress (and their processes); each is recorded
         as `failed` (stopped)."""
-        await self._runner.finished()
+        await self.runner.finished()
