@@ -48,7 +48,7 @@ def _run_section(run: dict) -> list[str]:
         target = RATIO_TARGETS.get(s["scenario"])
         target_cell = f"≥ {target:.0%}: {_mark(ratio >= target)}" if target else "—"
         p99_cell = "exempt" if s["scenario"] == "login" else _mark(s["p99_ms"] < P99_LIMIT_MS)
-        errors = ", ".join(f"{k}x{v}" for k, v in s["errors"].items()) or "none"
+        errors = _errors(s["errors"]) or "none"
         multiples = " / ".join(f"{s[k] / base[k]:.0f}" if base[k] else "—" for k in base)
         lines.append(
             f"| {LABELS.get(s['scenario'], s['scenario'])} | {s['throughput_rps']:,.1f} | "
@@ -66,6 +66,7 @@ def _run_section(run: dict) -> list[str]:
         f"({run['snapshot']['cells']:,} cells, {run['snapshot']['suppressed']:,} suppressed).",
         *_served_snapshot(run),
         *_served_walk(run),
+        *_reads_during_walks(run),
         f"- Server worker memory after the run: peak {memory['peak_rss_mib']} MiB, now "
         f"{memory['rss_mib']} MiB (target < {MEMORY_LIMIT_MIB} MiB: "
         f"{_mark(memory['peak_rss_mib'] < MEMORY_LIMIT_MIB)}).",
@@ -296,6 +297,23 @@ def _served_walk(run: dict) -> list[str]:
         f"**{served['seconds']} s** for {served['checked']:,} events. Meanwhile the worker "
         f"answered `/livez` {served['livez_pings']:,} times, p99 {served['livez_p99_ms']} ms, "
         f"slowest {served['livez_max_ms']} ms."
+    ]
+
+
+def _errors(errors: dict) -> str:
+    return ", ".join(f"{status}x{count}" for status, count in errors.items())
+
+
+def _reads_during_walks(run: dict) -> list[str]:
+    during = run.get("reads_during_walks")
+    if not during:
+        return []
+    return [
+        f"- The read scenario again while walks of the whole trail ran back to back "
+        f"({during['walks']} walks, each in a process of its own, ADR 0027): "
+        f"**{during['throughput_rps']:,} req/s**, {during['share_of_alone']:.0%} of the "
+        f"{during['alone_rps']:,} req/s without a walk; p99 {during['p99_ms']} ms"
+        + (f"; errors {_errors(during['errors'])}." if during["errors"] else "; no errors.")
     ]
 
 

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -66,6 +67,7 @@ SCALE_SCENARIOS = ("read", "list", "intake", "transition", "stats")
 SCALE_ROUNDS = 2
 POOL_RATE = 1_000  # transitions a second that the pool must last for; measured: 450-650
 BENCH_DIR = ROOT / "var" / "bench"
+WALKS_PATH = "/api/v1/audit/verifications"
 
 
 def bench_settings(database_url: str) -> Settings:
@@ -295,7 +297,7 @@ def served_snapshot(base: str, token: str) -> dict:
 
 def served_walk(base: str, token: str) -> dict:
     """A walk of the whole trail through the API, as an auditor asks for one (ADR 0024)."""
-    walk, timing = served_job(base, token, "/api/v1/audit/verifications")
+    walk, timing = served_job(base, token, WALKS_PATH)
     if walk["status"] != "ok":
         raise RuntimeError(f"the served walk did not find the trail whole: {walk}")
     return timing | {"checked": walk["checked"]}
@@ -336,18 +338,51 @@ def served_job(base: str, token: str, path: str) -> tuple[dict, dict]:
     }
 
 
-def _until_ended(base: str, token: str, path: str) -> tuple[dict, float]:
+def reads_during_walks(base: str, plan_file: Path, token: str, args, alone: dict) -> dict:
+    """The read scenario again, while walks of the whole trail run back to back, each in a
+    process of its own (ADR 0027): what a walk costs everyone else's reads. `alone` is the
+    read scenario's outcome in the same run, without a walk."""
+    walks: list[dict] = []
+    stopping = threading.Event()
+    first = threading.Event()
+
+    def walk_after_walk() -> None:
+        while not stopping.is_set():
+            walk, _answered = _until_ended(base, token, WALKS_PATH, asked=first.set)
+            walks.append(walk)
+
+    walker = threading.Thread(target=walk_after_walk)
+    walker.start()
+    try:
+        first.wait(60)
+        during = drive(base, plan_file, "read", args)
+    finally:
+        stopping.set()
+        walker.join()
+    if any(walk["status"] != "ok" for walk in walks):
+        raise RuntimeError(f"a walk during the reads did not find the trail whole: {walks}")
+    return during | {
+        "walks": len(walks),
+        "alone_rps": alone["throughput_rps"],
+        "share_of_alone": round(during["throughput_rps"] / alone["throughput_rps"], 3),
+    }
+
+
+def _until_ended(
+    base: str, token: str, path: str, asked: Callable[[], None] = lambda: None
+) -> tuple[dict, float]:
     """(the ended job, seconds until the request that asked for it was answered)"""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         started = time.perf_counter()
-        asked = client.post(path)
+        answer = client.post(path)
         answered = time.perf_counter() - started
-        asked.raise_for_status()
-        job = asked.json()
+        answer.raise_for_status()
+        asked()
+        job = answer.json()
         while job["status"] == "running":
             time.sleep(0.25)
-            polled = client.get(asked.headers["location"])
+            polled = client.get(answer.headers["location"])
             polled.raise_for_status()
             job = polled.json()
     return job, answered
@@ -545,6 +580,11 @@ def main() -> None:
         print(json.dumps(result["served_snapshot"]), flush=True)
         result["served_walk"] = served_walk(base, tokens["auditor"])
         print(json.dumps(result["served_walk"]), flush=True)
+        read_alone = next(s for s in scenarios if s["scenario"] == "read")
+        result["reads_during_walks"] = reads_during_walks(
+            base, plan_file, tokens["auditor"], args, read_alone
+        )
+        print(json.dumps(result["reads_during_walks"]), flush=True)
         result["server_memory"] = memory_mib(process.pid)  # after the build: it counts
         result.update(against_ceiling(scenarios))
         if args.baseline:

@@ -151,3 +151,20 @@ def test_a_walk_through_the_api_is_reported_where_a_run_has_one():
     assert "**14.2 s** for 3,036,000 events" in page
     assert "answered `/livez` 600 times, p99 6.0 ms, slowest 21.5 ms" in page
     assert page.count("A walk of the whole trail through the API") == 1
+
+
+def test_reads_during_walks_are_reported_beside_the_reads_alone():
+    during = {
+        "scenario": "read",
+        "throughput_rps": 412.5,
+        "p99_ms": 131.0,
+        "errors": {"503": 2},
+        "walks": 3,
+        "alone_rps": 600.0,
+        "share_of_alone": 0.688,
+    }
+    page = render([_run(10_000, 20), _run(1_000_000, 30) | {"reads_during_walks": during}])
+    assert "while walks of the whole trail ran back to back (3 walks" in page
+    assert "**412.5 req/s**, 69% of the 600.0 req/s without a walk; p99 131.0 ms" in page
+    assert "errors 503x2." in page
+    assert page.count("while walks of the whole trail") == 1  # the older run has none
