@@ -100,6 +100,10 @@ def _receive(receiving: Connection, progress: Callable[[Any], None] | None) -> t
 
 # How a child ends when its parent has gone before it: as if killed, not as an answer.
 ORPHANED_EXIT_CODE = 70
+# A child's work is background work: where it and the serving worker want the same core,
+# the requests go first (a nice-10 process gets about a tenth of a nice-0 one's share), and
+# on an idle core the child runs at full speed all the same.
+CHILD_NICENESS = 10
 
 
 def _end_with_parent() -> None:
@@ -118,6 +122,7 @@ def _child(sending: Connection, target, args: tuple, expected: tuple) -> None:
     global _reporting
     _reporting = sending
     _end_with_parent()
+    os.nice(CHILD_NICENESS)
     with sending:
         try:
             answer = ("done", target(*args))

@@ -24,7 +24,7 @@ class Expected(Exception):
 
 
 def _answer(a, b):
-    return {"sum": a + b, "pid": os.getpid()}
+    return {"sum": a + b, "pid": os.getpid(), "niceness": os.nice(0)}
 
 
 def _reports(count):
@@ -81,6 +81,11 @@ async def test_the_answer_comes_back_from_another_process():
     assert answer["sum"] == 5
     assert answer["pid"] != os.getpid()
     assert _children() == []
+
+
+async def test_the_child_gives_way_to_the_serving_worker_for_the_cpu():
+    answer = await apart.run(_answer, 2, 3, name=NAME)
+    assert answer["niceness"] == min(19, os.nice(0) + apart.CHILD_NICENESS)  # 19 is the most
 
 
 async def test_progress_arrives_in_order_before_the_answer():
