@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
@@ -25,7 +24,14 @@ from referral.models import AuditEvent, AuditVerification
 from referral.models.base import utcnow
 from referral.models.enums import Role
 from tests.conftest import World, bearer, login
-from tests.helpers import audit_events, ended_job, scratch_app, tamper, until_waiting_on_a_lock
+from tests.helpers import (
+    another_worker_finishes,
+    audit_events,
+    ended_job,
+    scratch_app,
+    tamper,
+    until_waiting_on_a_lock,
+)
 
 URL = "/api/v1/audit/verifications"
 
@@ -236,13 +242,8 @@ async def test_a_walk_still_beating_is_not_taken_over(client, app, signed_in):
 
     try:
         asked = await client.post(URL, headers=headers)
-    finally:  # the other worker "finishes", so the suite's later walks can run
-        async with app.state.sessionmaker() as session, session.begin():
-            await session.exec(
-                update(AuditVerification)
-                .where(col(AuditVerification.id) == alive.id)
-                .values(status="failed", finished_at=utcnow())
-            )
+    finally:
+        await another_worker_finishes(app, alive.id)
 
     assert asked.json()["id"] == str(alive.id)
     assert asked.json()["status"] == "running"

@@ -11,15 +11,13 @@ from datetime import date, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import update
-from sqlmodel import col
 
 from referral import jobs
 from referral.main import create_app
 from referral.models import AuditVerification, StatsSnapshotBuild
 from referral.models.base import utcnow
 from referral.models.enums import Agency, Role
-from tests.helpers import BUILDS_URL, audit_events, ended_job
+from tests.helpers import BUILDS_URL, another_worker_finishes, audit_events, ended_job
 
 WALKS_URL = "/api/v1/audit/verifications"
 
@@ -83,13 +81,8 @@ async def test_a_job_still_beating_is_left_to_its_worker(settings, signed_in, wa
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 seen = (await client.get(f"{WALKS_URL}/{alive.id}", headers=headers)).json()
-    finally:  # the other worker "finishes", so the suite's later walks can run
-        async with app.state.sessionmaker() as session, session.begin():
-            await session.exec(
-                update(AuditVerification)
-                .where(col(AuditVerification.id) == alive.id)
-                .values(status="failed", finished_at=utcnow())
-            )
+    finally:
+        await another_worker_finishes(app, alive.id)
         await app.state.engine.dispose()
 
     assert (seen["status"], seen["reason"]) == ("running", None)
