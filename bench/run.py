@@ -343,22 +343,30 @@ def reads_during_walks(base: str, plan_file: Path, token: str, args, alone: dict
     process of its own (ADR 0027): what a walk costs everyone else's reads. `alone` is the
     read scenario's outcome in the same run, without a walk."""
     walks: list[dict] = []
+    failures: list[Exception] = []
     stopping = threading.Event()
     first = threading.Event()
 
     def walk_after_walk() -> None:
-        while not stopping.is_set():
-            walk, _answered = _until_ended(base, token, WALKS_PATH, asked=first.set)
-            walks.append(walk)
+        try:
+            while not stopping.is_set():
+                walk, _answered = _until_ended(base, token, WALKS_PATH, asked=first.set)
+                walks.append(walk)
+        except Exception as exc:  # reported below, not lost with the thread
+            failures.append(exc)
+            first.set()
 
     walker = threading.Thread(target=walk_after_walk)
     walker.start()
     try:
-        first.wait(60)
-        during = drive(base, plan_file, "read", args)
+        if not first.wait(60):
+            raise RuntimeError("the first walk during the reads was not answered")
+        during = drive(base, plan_file, "read", args) if not failures else None
     finally:
         stopping.set()
         walker.join()
+    if failures or during is None:  # reads without a walk would be reported as with one
+        raise RuntimeError(f"the walks during the reads failed: {failures}")
     if any(walk["status"] != "ok" for walk in walks):
         raise RuntimeError(f"a walk during the reads did not find the trail whole: {walks}")
     return during | {

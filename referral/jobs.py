@@ -199,8 +199,9 @@ class Runner:
             if current is None or not _stale(current):
                 return
             await _end_stale(session, self.kind, current)
-            await stage_pending(session, self._keys)
-        await self._sealer.sealed()
+            staged = await stage_pending(session, self._keys)  # none if another worker did
+        if staged:
+            await self._sealer.sealed()
 
     async def finished(self) -> None:
         """At shutdown: stop looking for stale jobs, and stop the jobs in progress; each is
