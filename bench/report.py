@@ -89,16 +89,19 @@ def _run_section(run: dict) -> list[str]:
     pgbench = run.get("pgbench_audited_read")
     if pgbench and "tps" in pgbench:
         read = next(s for s in run["scenarios"] if s["scenario"] == "read")
+        one = pgbench["statements"] == 1  # the lean read's, in autocommit (ADR 0028)
         lines.append(
             f"- Database ceiling (pgbench, {pgbench['clients']} clients): the "
-            f"{pgbench['statements']} statements of one audited read, captured from the app, "
+            + ("one statement" if one else f"{pgbench['statements']} statements")
+            + " of one audited read, captured from the app, "
             + (
                 "without the sealer's round that chains its event (shared by the requests "
                 "waiting at the time), "
                 if pgbench.get("audit") == "staged"
                 else ""
             )
-            + f"as one transaction run at **{pgbench['tps']:,.0f} tps** (average "
+            + ("run alone" if one else "as one transaction run")
+            + f" at **{pgbench['tps']:,.0f} tps** (average "
             f"{pgbench['latency_avg_ms']} ms). That is {pgbench['tps'] / ceiling:.1%} of the "
             "framework ceiling: no server sending these statements could do better. The app "
             f"reaches {read['throughput_rps'] / pgbench['tps']:.0%} of it."

@@ -429,11 +429,16 @@ def captured_read_sql(settings: Settings, token: str, case_id: str) -> list[tupl
             if not context.execution_options.get(SEALER_OPTION):
                 seen.append((statement, tuple(parameters or ())))
 
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
                 headers = {"Authorization": f"Bearer {token}"}
+                # the first read makes the actor known to the app; the second is as served
+                (await client.get(f"/api/v1/cases/{case_id}", headers=headers)).raise_for_status()
+                event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+                lean = app.state.lean_case_read
+                if lean is not None:  # its one statement, on the driver (ADR 0028)
+                    lean.observers.append(lambda sql, arguments: seen.append((sql, arguments)))
                 response = await client.get(f"/api/v1/cases/{case_id}", headers=headers)
                 response.raise_for_status()
         finally:
@@ -458,16 +463,18 @@ def _literal(value) -> str:
 
 
 def pgbench_script(statements: list[tuple[str, tuple]]) -> str:
-    """One audited read's transaction, its parameters inlined.
+    """One audited read, its parameters inlined: its statements in a transaction, or its
+    one statement alone (the lean read, ADR 0028, sends one in autocommit).
 
     The sealer's round that chains its event is left out: one round serves every request
     waiting at the time, on a connection of its own (ADR 0014)."""
-    lines = ["BEGIN;"]
+    lines = []
     for statement, params in statements:
         sql = " ".join(statement.split())
         values = [_literal(v) for v in params]
         lines.append(re.sub(r"\$(\d+)", lambda m, v=values: v[int(m.group(1)) - 1], sql) + ";")
-    lines.append("COMMIT;")
+    if len(lines) > 1:
+        lines = ["BEGIN;", *lines, "COMMIT;"]
     return "\n".join(lines) + "\n"
 
 
@@ -489,7 +496,9 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
     if done.returncode != 0 or tps is None:
         return {"error": (done.stderr or done.stdout)[-2000:]}
     return {
-        "statements": sum(1 for line in script.splitlines() if line[:1].isalpha()) - 2,
+        "statements": sum(
+            1 for line in script.splitlines() if line not in ("BEGIN;", "COMMIT;", "")
+        ),
         "tps": round(float(tps.group(1)), 1),
         "latency_avg_ms": float(latency.group(1)) if latency else None,
         "clients": clients,

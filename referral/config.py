@@ -75,6 +75,10 @@ class Settings(DatabaseSettings):
     database_statement_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # how long a request waits for its audit events to be chained (ADR 0014)
     audit_seal_wait_seconds: float = Field(default=2.0, gt=0)
+    # On PostgreSQL, a case read by an actor already signed in on this worker is one
+    # statement on the driver, the full path answering whatever it cannot (ADR 0028). Off,
+    # every read takes the full path: for an operator who suspects the lean one.
+    lean_case_reads: bool = True
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

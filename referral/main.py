@@ -17,7 +17,9 @@ from referral import api, audit, migrate
 from referral.audit.sealer import Sealer
 from referral.audit.verifications import Verifier
 from referral.auth import passwords, tokens
+from referral.auth.dependencies import KnownActors
 from referral.authz.policy import load_access_policy
+from referral.cases.lean_read import LeanCaseRead
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
 from referral.config import Settings, get_settings
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.verified_tokens = tokens.VerifiedTokens(settings)
+    app.state.known_actors = KnownActors()
     app.state.access_policy = access_policy
     app.state.audit_keys = settings.audit_chain_keys
     app.state.reporting_policy = reporting_policy
@@ -102,6 +105,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         previous_blind_key=settings.blind_index_previous_secret,
     )
     app.state.engine = engine
+    app.state.lean_case_read = (
+        LeanCaseRead(
+            engine,
+            access_policy,
+            app.state.case_keys,
+            settings.audit_chain_keys,
+            app.state.verified_tokens,
+            app.state.known_actors,
+        )
+        if settings.lean_case_reads and not settings.is_sqlite
+        else None
+    )
     app.state.sessionmaker = sessionmaker
     app.state.sealer = sealer
     app.state.verifier = verifier

@@ -37,6 +37,21 @@ def is_json(media_type: str) -> bool:
     )
 
 
+Lean = Callable[[Request], Coroutine[Any, Any, Response | None]]
+ANSWERED_FIRST_BY = "answered_first_by"
+
+
+def answered_first(by: Lean) -> Callable[[Any], Any]:
+    """Mark a route's endpoint: its requests go first to `by`, which answers those it can
+    answer exactly as the route would, having changed nothing for those it leaves (None)."""
+
+    def mark(endpoint: Any) -> Any:
+        setattr(endpoint, ANSWERED_FIRST_BY, by)
+        return endpoint
+
+    return mark
+
+
 # What any API route may answer: bad or unauthenticated requests, denials, a body too
 # large or of the wrong type, validation, rate limits and a busy database.
 ALWAYS = (400, 401, 403, 413, 415, 422, 429, 503)
@@ -63,7 +78,21 @@ class ProblemRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Handler:
-        return self._media_checked(self._in_transaction(super().get_route_handler()))
+        handler = self._media_checked(self._in_transaction(super().get_route_handler()))
+        return self._answered_first(handler)
+
+    def _answered_first(self, handler: Handler) -> Handler:
+        """A route whose endpoint is marked `answered_first(by)` is given first to `by`,
+        which answers before any dependency runs or leaves the request to the route (None)."""
+        first: Lean | None = getattr(self.endpoint, ANSWERED_FIRST_BY, None)
+        if first is None:
+            return handler
+
+        async def handler_answered_first(request: Request) -> Response:
+            response = await first(request)
+            return response if response is not None else await handler(request)
+
+        return handler_answered_first
 
     def _in_transaction(self, handler: Handler) -> Handler:
         """The request's one transaction around dependencies and handler (db.py)."""

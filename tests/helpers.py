@@ -105,12 +105,20 @@ def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
         else:
             statements.append(statement)
 
+    def record_lean(statement, _arguments) -> None:
+        statements.append(statement)
+
+    # the lean case read sends its one statement on the driver (ADR 0028)
+    lean = app.state.lean_case_read
+    observers = lean.observers if lean is not None else []
     engine = app.state.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
+    observers.append(record_lean)
     try:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        observers.remove(record_lean)
 
 
 def synthetic_event(**values):

@@ -316,14 +316,30 @@ async def stage_pending(session: AsyncSession, keys: AuditKeys) -> int:
     pending: list[Any] = session.info.pop(PENDING_KEY, [])
     if not pending:
         return 0
-    rows = [
-        {name: getattr(event, name) for name in _STAGED_CONTENT}
-        | {"mac": staged_mac(keys.current, event)}
-        for event in pending
-    ]
+    rows = [staged_row(keys, event) for event in pending]
     connection = await session.connection()
     await connection.execute(_STAGE, rows[0] if len(rows) == 1 else rows)
     return len(rows)
+
+
+def staged_row(keys: AuditKeys, event: Any) -> dict[str, Any]:
+    """An event's row in `audit_staged`: its columns and its MAC under the current key."""
+    return {name: getattr(event, name) for name in _STAGED_CONTENT} | {
+        "mac": staged_mac(keys.current, event)
+    }
+
+
+STAGED_PARAM_PREFIX = "event_"
+
+
+def stage_where(condition: Any, *froms: Any) -> Any:
+    """An INSERT of one event into `audit_staged` that happens only where `condition` holds
+    over `froms`, for a statement that reads and stages its own audit event at once (ADR
+    0028). Its values are bound as `event_<column>`: `staged_row` prefixed."""
+    columns = [c for c in _STAGED.columns if c.name != "id"]
+    values = [bindparam(f"{STAGED_PARAM_PREFIX}{c.name}", type_=c.type) for c in columns]
+    chosen = sa_select(*values).select_from(*froms).where(condition)
+    return insert(_STAGED).from_select([c.name for c in columns], chosen).returning(_STAGED.c.id)
 
 
 def _held_content(keys: AuditKeys, values: Any, mac: str) -> bytes | None:

@@ -343,8 +343,21 @@ async def _case_row(
     one statement with the facts (`lifecycle_facts`) and the records as asked."""
     connection = await session.connection()
     dialect = connection.dialect.name
-    sections = access.readable_sections if parts else frozenset()
     rereferrals = parts and rereferrals
+    statement = case_row_statement(access, dialect, facts, parts, rereferrals)
+    row = _found(
+        (await connection.execute(statement, _in_scope_params(access, case_id))).first(), request
+    )
+    return case_of_row(row, facts, parts, rereferrals)
+
+
+def case_row_statement(
+    access: Access, dialect: str, facts: bool, parts: bool, rereferrals: bool
+) -> Any:
+    """The statement of `_case_row`, prepared once per scope shape: the case under the
+    access rule (`:case_id` and the scope's parameters), then `in_own_scope`... in the order
+    `case_of_row` reads: its columns, the lifecycle's facts, its records, its re-referrals."""
+    sections = access.readable_sections if parts else frozenset()
 
     def build() -> Any:
         columns = _CASE_COLUMNS
@@ -356,10 +369,13 @@ async def _case_row(
             columns = (*columns, _rereferrals(access, dialect))
         return _in_scope_statement(access, *columns)
 
-    statement = access.prepared("case_row", build, dialect, sections, facts, parts, rereferrals)
-    row = _found(
-        (await connection.execute(statement, _in_scope_params(access, case_id))).first(), request
-    )
+    return access.prepared("case_row", build, dialect, sections, facts, parts, rereferrals)
+
+
+def case_of_row(
+    row: Sequence[Any], facts: bool, parts: bool, rereferrals: bool
+) -> tuple[Any, Sequence[Any], CaseParts | None]:
+    """The case of a `case_row_statement` row as a record, the row, and its records."""
     width = len(_CASE_COLUMNS) + (_FACTS if facts else 0)
     read = _parts(row[width:], rereferrals) if parts else None
     return as_record(CaseFile, _CASE_NAMES, row), row, read
