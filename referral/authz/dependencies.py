@@ -83,11 +83,17 @@ class authorize:
         self.action = action
 
     async def __call__(self, request: Request, actor: Actor = Depends(current_actor)) -> Access:
-        policy: AccessPolicy = request.app.state.access_policy
-        grant = authz.can_type(policy, actor, self.action, self.resource)
-        if grant is None:
+        access = access_of(request.app.state.access_policy, actor, self.resource, self.action)
+        if access is None:
             raise Forbidden(f"Your role may not {self.action} {self.resource} records.")
-        return Access(actor, policy, self.resource, self.action, grant)
+        return access
+
+
+def access_of(policy: AccessPolicy, actor: Actor, resource: str, action: str) -> Access | None:
+    """The actor's access to `action` some objects of `resource`; None if its role has no
+    grant for that at all (the route's 403)."""
+    grant = authz.can_type(policy, actor, action, resource)
+    return None if grant is None else Access(actor, policy, resource, action, grant)
 
 
 def route_permission(route: Any) -> str | None:

@@ -31,11 +31,11 @@ from fastapi import Request, Response
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from referral import audit, authz
+from referral import audit
 from referral.audit.chain import STAGED_PARAM_PREFIX, AuditKeys, stage_where, staged_row
 from referral.auth.dependencies import KnownActors, actor_params, still_the_actor
 from referral.auth.tokens import InvalidToken, VerifiedTokens
-from referral.authz.dependencies import Access
+from referral.authz.dependencies import Access, access_of
 from referral.authz.policy import AccessPolicy
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
@@ -167,10 +167,10 @@ class LeanCaseRead:
         actor = self._known_actors.of(claims)
         if actor is None:
             return None
-        grant = authz.can_type(self._policy, actor, "read", "case")
-        if grant is None or grant.view == "referrer":
-            return None
-        return Access(actor, self._policy, "case", "read", grant)
+        access = access_of(self._policy, actor, "case", "read")
+        if access is None or access.grant.view == "referrer":
+            return None  # the full path's 403, or the referrer's view of the case alone
+        return access
 
     async def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> Any:
         arguments = compiled.arguments(values)
