@@ -201,19 +201,38 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
                 headers = {**pair.referrer, "Idempotency-Key": key}
                 return await client.post("/api/v1/referrals", json=body, headers=headers)
 
+            # a case the coordinator has read once: its reads now take the lean read, one
+            # statement on the driver, which has the same deadline (ADR 0028)
+            created = await client.post(
+                "/api/v1/referrals",
+                json=referral_body(),
+                headers={**pair.referrer, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            case_url = f"/api/v1/cases/{created.json()['id']}"
+            assert (await client.get(case_url, headers=pair.coordinator)).status_code == 200
+
+            lean_statements: list[str] = []
+            app.state.lean_case_read.observers.append(lambda sql, _: lean_statements.append(sql))
             proxy.stall()
             started = time.monotonic()
-            both = asyncio.gather(client.get("/api/v1/cases", headers=pair.coordinator), intake())
-            stalled = await asyncio.wait_for(both, timeout=15)  # without a deadline: forever
+            all_three = asyncio.gather(
+                client.get("/api/v1/cases", headers=pair.coordinator),
+                intake(),
+                client.get(case_url, headers=pair.coordinator),
+            )
+            stalled = await asyncio.wait_for(all_three, timeout=15)  # without a deadline: forever
             waited = time.monotonic() - started
             proxy.resume()
             listed = await client.get("/api/v1/cases", headers=pair.coordinator)
             retried = await intake()
+            read = await client.get(case_url, headers=pair.coordinator)
 
         for response in stalled:
             assert _is_problem_503(response), response.text
         assert waited < 6.0, waited
         assert listed.status_code == 200, listed.text
+        assert read.status_code == 200, read.text
+        assert len(lean_statements) == 2  # the stalled read and the last one: lean both times
         # the stalled intake wrote nothing: its key submits anew rather than replaying
         assert retried.status_code == 201, retried.text
     finally:
