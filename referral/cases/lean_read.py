@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 from fastapi import Request, Response
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from referral import audit
@@ -75,14 +75,15 @@ def _compile(statement: Any, dialect: Any) -> _Compiled:
 
 
 def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
-    """The read, the actor's check and the staging of the event, as one statement."""
+    """The read, the actor's check and the staging of the event, as one statement. The case
+    comes back only if its event was staged: the actor still holds and the case is in own
+    scope. Otherwise no row, and nothing written."""
     found = repository.case_row_statement(
         access, dialect.name, facts=False, parts=True, rereferrals=rereferrals
     ).cte("found")
     actor_holds = still_the_actor(national=access.actor.municipality_id is None)
     staged = stage_where(and_(found.c.in_own_scope, actor_holds), found).cte("staged")
-    staged_count = select(func.count()).select_from(staged).scalar_subquery()
-    return select(found, staged_count.label("staged_events")).where(actor_holds)
+    return select(found).where(exists(select(staged.c.id)))
 
 
 class LeanCaseRead:
@@ -133,22 +134,21 @@ class LeanCaseRead:
             **actor_params(access.actor),
             **staged,
         }
+        sections = access.readable_sections
         compiled = access.prepared(
             "lean_case_read",
             lambda: _compile(
                 _statement(access, self._engine.dialect, rereferrals), self._engine.dialect
             ),
-            access.readable_sections,
+            sections,
             rereferrals,
         )
         row = await self._fetch(compiled, values)
-        if row is None or not row["staged_events"]:
+        if row is None:
             return None  # changed account, no such case, out of scope, or break-glass
         request.state.actor = access.actor
         case, _, parts = repository.case_of_row(row, False, True, rereferrals)
-        view = views.detail_view(
-            self._keys.ring, self._keys.workflow, case, parts, access.readable_sections
-        )
+        view = views.detail_view(self._keys.ring, self._keys.workflow, case, parts, sections)
         response = views.case_response(view, case.version)
         await request.app.state.sealer.sealed()  # answered once its event is chained
         return response

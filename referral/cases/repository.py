@@ -355,8 +355,9 @@ def case_row_statement(
     access: Access, dialect: str, facts: bool, parts: bool, rereferrals: bool
 ) -> Any:
     """The statement of `_case_row`, prepared once per scope shape: the case under the
-    access rule (`:case_id` and the scope's parameters), then `in_own_scope`... in the order
-    `case_of_row` reads: its columns, the lifecycle's facts, its records, its re-referrals."""
+    access rule (`:case_id` and the scope's parameters), its columns, then as asked the
+    lifecycle's facts, its records and its re-referrals (the order `case_of_row` reads),
+    then `in_own_scope`."""
     sections = access.readable_sections if parts else frozenset()
 
     def build() -> Any:
