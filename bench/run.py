@@ -436,7 +436,7 @@ def captured_read_sql(settings: Settings, token: str, case_id: str) -> list[tupl
                 # the first read makes the actor known to the app; the second is as served
                 (await client.get(f"/api/v1/cases/{case_id}", headers=headers)).raise_for_status()
                 event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
-                lean = app.state.lean_case_read
+                lean = app.state.lean_statements
                 if lean is not None:  # its one statement, on the driver (ADR 0028)
                     lean.observers.append(lambda sql, arguments: seen.append((sql, arguments)))
                 response = await client.get(f"/api/v1/cases/{case_id}", headers=headers)

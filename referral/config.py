@@ -79,6 +79,10 @@ class Settings(DatabaseSettings):
     # statement on the driver, the full path answering whatever it cannot (ADR 0028). Off,
     # every read takes the full path: for an operator who suspects the lean one.
     lean_case_reads: bool = True
+    # On PostgreSQL, a statistics query asked before, by an actor already signed in on this
+    # worker and not limited to one municipality, is answered from the same snapshot with
+    # one statement that stages its audit event (ADR 0029). Off, every query is the full path.
+    lean_stats_queries: bool = True
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

@@ -30,8 +30,10 @@ from referral.db import (
     unavailable_error,
 )
 from referral.errors import Busy, ProblemError, install_error_handlers
+from referral.lean import LeanStatements, RememberedActors
 from referral.middleware import InputGuardMiddleware, RequestContextMiddleware
 from referral.stats.builds import Builder
+from referral.stats.lean_query import LeanStatsQuery
 from referral.stats.policy import load_reporting_policy
 
 logger = logging.getLogger("referral")
@@ -105,16 +107,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         previous_blind_key=settings.blind_index_previous_secret,
     )
     app.state.engine = engine
+    lean = not settings.is_sqlite  # the lean answers send asyncpg statements (ADR 0028)
+    app.state.lean_statements = LeanStatements(engine) if lean else None
+    remembered = RememberedActors(access_policy, app.state.verified_tokens, app.state.known_actors)
     app.state.lean_case_read = (
         LeanCaseRead(
-            engine,
-            access_policy,
-            app.state.case_keys,
-            settings.audit_chain_keys,
-            app.state.verified_tokens,
-            app.state.known_actors,
+            app.state.lean_statements, remembered, app.state.case_keys, settings.audit_chain_keys
         )
-        if settings.lean_case_reads and not settings.is_sqlite
+        if lean and settings.lean_case_reads
+        else None
+    )
+    app.state.lean_stats_query = (
+        LeanStatsQuery(app.state.lean_statements, remembered, settings.audit_chain_keys)
+        if lean and settings.lean_stats_queries
         else None
     )
     app.state.sessionmaker = sessionmaker

@@ -108,8 +108,8 @@ def counting(app, rounds: list[str] | None = None) -> Iterator[list[str]]:
     def record_lean(statement, _arguments) -> None:
         statements.append(statement)
 
-    # the lean case read sends its one statement on the driver (ADR 0028)
-    lean = app.state.lean_case_read
+    # the lean answers send their one statement on the driver (ADR 0028, 0029)
+    lean = app.state.lean_statements
     observers = lean.observers if lean is not None else []
     engine = app.state.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)

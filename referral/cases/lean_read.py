@@ -22,56 +22,18 @@ decided, answered and audited in one place only, the full path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from fastapi import Request, Response
 from sqlalchemy import and_, exists, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from referral import audit
-from referral.audit.chain import STAGED_PARAM_PREFIX, AuditKeys, stage_where, staged_row
-from referral.auth.dependencies import KnownActors, actor_params, still_the_actor
-from referral.auth.tokens import InvalidToken, VerifiedTokens
-from referral.authz.dependencies import Access, access_of
-from referral.authz.policy import AccessPolicy
+from referral.audit.chain import AuditKeys, stage_where
+from referral.auth.dependencies import actor_params, still_the_actor
+from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
-from referral.db import database_unavailable, unavailable_error
-
-_SCHEME = "bearer "
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A statement as the driver takes it: its SQL, and for each of its positional parameters
-    the name of the value to bind (None for a value the statement itself holds), that value,
-    and the type's conversion for the driver, if any."""
-
-    sql: str
-    slots: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
-
-    def arguments(self, values: dict[str, Any]) -> list[Any]:
-        arguments = []
-        for name, held, process in self.slots:
-            value = held if name is None else values[name]
-            arguments.append(value if process is None else process(value))
-        return arguments
-
-
-def _compile(statement: Any, dialect: Any) -> _Compiled:
-    compiled = statement.compile(dialect=dialect)
-    if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values to render
-        raise ValueError("a lean statement must render without its parameters' values")
-    slots = []
-    for name in compiled.positiontup or ():
-        bind = compiled.binds[name]
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        given = bind.required or bind.value is None
-        slots.append((bind.key if given else None, None if given else bind.value, process))
-    return _Compiled(compiled.string, tuple(slots))
+from referral.lean import LeanStatements, RememberedActors, staged_values
 
 
 def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
@@ -91,22 +53,15 @@ class LeanCaseRead:
 
     def __init__(
         self,
-        engine: AsyncEngine,
-        policy: AccessPolicy,
+        statements: LeanStatements,
+        remembered: RememberedActors,
         keys: CaseKeys,
         audit_keys: AuditKeys,
-        verified_tokens: VerifiedTokens,
-        known_actors: KnownActors,
     ) -> None:
-        self._engine = engine
-        self._policy = policy
+        self._statements = statements
+        self._remembered = remembered
         self._keys = keys
         self._audit_keys = audit_keys
-        self._verified_tokens = verified_tokens
-        self._known_actors = known_actors
-        # Called with each statement sent and its arguments (tests count statements, the
-        # bench captures the read's SQL for pgbench).
-        self.observers: list[Callable[[str, list[Any]], None]] = []
 
     async def answer(self, request: Request) -> Response | None:
         access = self._access(request)
@@ -125,25 +80,22 @@ class LeanCaseRead:
             fields=views.detail_fields(rereferrals),
             actor=access.actor,
         )
-        staged = {
-            f"{STAGED_PARAM_PREFIX}{k}": v for k, v in staged_row(self._audit_keys, event).items()
-        }
         values = {
             "case_id": case_id,
             **access.scope_params(),
             **actor_params(access.actor),
-            **staged,
+            **staged_values(self._audit_keys, event),
         }
         sections = access.readable_sections
         compiled = access.prepared(
             "lean_case_read",
-            lambda: _compile(
-                _statement(access, self._engine.dialect, rereferrals), self._engine.dialect
+            lambda: self._statements.compile(
+                _statement(access, self._statements.engine.dialect, rereferrals)
             ),
             sections,
             rereferrals,
         )
-        row = await self._fetch(compiled, values)
+        row = await self._statements.fetchrow(compiled, values)
         if row is None:
             return None  # changed account, no such case, out of scope, or break-glass
         request.state.actor = access.actor
@@ -157,35 +109,10 @@ class LeanCaseRead:
         """The remembered actor's access to read cases, if this path may answer for them."""
         if self._keys.previous_blind_key is not None:
             return None  # re-referrals are looked up under both keys: the full path's work
-        header = request.headers.get("authorization", "")
-        if header[: len(_SCHEME)].lower() != _SCHEME:
-            return None
-        try:
-            claims = self._verified_tokens.decode(header[len(_SCHEME) :])
-        except InvalidToken:
-            return None
-        actor = self._known_actors.of(claims)
-        if actor is None:
-            return None
-        access = access_of(self._policy, actor, "case", "read")
+        access = self._remembered.access(request, "case", "read")
         if access is None or access.grant.view == "referrer":
             return None  # the full path's 403, or the referrer's view of the case alone
         return access
-
-    async def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> Any:
-        arguments = compiled.arguments(values)
-        for observe in self.observers:
-            observe(compiled.sql, arguments)
-        async with self._engine.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            try:
-                return await driver.fetchrow(compiled.sql, *arguments)
-            except Exception as exc:
-                lost = isinstance(exc, asyncpg.InterfaceError) or database_unavailable(exc)
-                if lost:
-                    await connection.invalidate(exc)
-                    raise unavailable_error(exc) from exc
-                raise
 
 
 async def answer(request: Request) -> Response | None:

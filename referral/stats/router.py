@@ -15,8 +15,8 @@ from referral.authz.dependencies import Access, authorize
 from referral.db import SessionDep
 from referral.errors import BadRequest, invalid_field, problem_responses
 from referral.pagination import MAX_LIMIT
-from referral.routing import API_PREFIX, ProblemRoute
-from referral.stats import builds, service
+from referral.routing import API_PREFIX, ProblemRoute, answered_first
+from referral.stats import builds, lean_query, service
 from referral.stats.policy import ReportingPolicy
 from referral.stats.schemas import SnapshotBuildOut
 from referral.stats.snapshot import FutureRelease, refuse_future
@@ -158,6 +158,7 @@ async def read_build(
 
 
 @router.get("/{measure}", summary="A published table slice (Accept: text/csv for CSV)")
+@answered_first(lean_query.answer)
 async def query(
     request: Request,
     session: SessionDep,
@@ -179,20 +180,22 @@ async def query(
     policy = _policy(request)
     snapshot, table, cells = await service.answer(session, access, policy, asked)
     suppressed = sum(c.value is None for c in cells)
+    fields = (
+        f"measure={measure}",
+        f"period={period}",
+        f"geography={geography}",
+        f"breakdown={'+'.join(table.dimensions)}",
+        f"area={area or '*'}",
+    )
+    purpose = f"cells={len(cells)};suppressed={suppressed}"
     audit.record(
         session,
         request,
-        action="stats.query",
-        resource_type="stats_snapshot",
+        action=lean_query.ACTION,
+        resource_type=lean_query.RESOURCE_TYPE,
         resource_ids=[snapshot.id],
-        fields=[
-            f"measure={measure}",
-            f"period={period}",
-            f"geography={geography}",
-            f"breakdown={'+'.join(table.dimensions)}",
-            f"area={area or '*'}",
-        ],
-        purpose=f"cells={len(cells)};suppressed={suppressed}",
+        fields=fields,
+        purpose=purpose,
     )
     rows = [
         {
@@ -203,7 +206,7 @@ async def query(
         }
         for c in cells
     ]
-    if "text/csv" in request.headers.get("accept", ""):
+    if lean_query.wants_csv(request):
         return _csv(measure, period, geography, table.dimensions, rows)
     answer = {
         "measure": measure,
@@ -218,7 +221,12 @@ async def query(
     }
     # Plain JSON values already: FastAPI's jsonable_encoder would walk every cell again
     # before encoding it.
-    return Response(orjson.dumps(answer), media_type="application/json")
+    body = orjson.dumps(answer)
+    lean: lean_query.LeanStatsQuery | None = request.app.state.lean_stats_query
+    if lean is not None and not service.limited_to_own_area(access):
+        # the same query, asked again, is answered from the same snapshot (ADR 0029)
+        lean.remember(request, lean_query.PublishedAnswer(snapshot.id, body, fields, purpose))
+    return Response(body, media_type=lean_query.JSON)
 
 
 def _csv(measure, period, geography, dimensions, rows) -> Response:

@@ -74,6 +74,11 @@ def _latest(stmt: Any) -> Any:
     return stmt.order_by(col(StatsSnapshot.id).desc()).limit(1)
 
 
+def latest_snapshot_id() -> Any:
+    """The latest publication's id, as a scalar subquery."""
+    return _latest(sa_select(StatsSnapshot.id)).scalar_subquery()
+
+
 async def latest_snapshot(session: AsyncSession) -> StatsSnapshot:
     snapshot = (await session.exec(_latest(select(StatsSnapshot)))).first()
     if snapshot is None:
@@ -81,9 +86,15 @@ async def latest_snapshot(session: AsyncSession) -> StatsSnapshot:
     return snapshot
 
 
+def limited_to_own_area(access: Access) -> bool:
+    """Whether the actor may see only their own municipality's cells; everyone else is
+    answered the same for the same query."""
+    return access.grant.scope is Scope.municipality
+
+
 async def own_area(session: AsyncSession, access: Access) -> str | None:
     """The municipality code a municipal-scope actor is limited to, or None for all."""
-    if access.grant.scope is not Scope.municipality:
+    if not limited_to_own_area(access):
         return None
     code = (
         await session.exec(
@@ -124,7 +135,7 @@ async def answer(
 
 
 def _cells_statement(one_area: bool) -> Any:
-    latest = _latest(sa_select(StatsSnapshot.id)).scalar_subquery()
+    latest = latest_snapshot_id()
     stmt = (
         sa_select(
             col(StatsSnapshot.id).label("snapshot_id"),

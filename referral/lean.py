@@ -1,0 +1,116 @@
+"""What the lean answers share (ADR 0028, 0029): the remembered actor's access, and one
+statement sent on a pooled connection's asyncpg driver in autocommit.
+
+A lean answer answers a request before its route's dependencies run, when it can answer it
+exactly as the route would; otherwise it returns None, having changed nothing, and the route
+answers. Nothing here decides access: the statement checks in the database, as it runs, that
+the remembered actor still holds (`auth.dependencies.still_the_actor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from referral.audit.chain import STAGED_PARAM_PREFIX, AuditKeys, staged_row
+from referral.auth.dependencies import KnownActors
+from referral.auth.tokens import InvalidToken, VerifiedTokens
+from referral.authz.dependencies import Access, access_of
+from referral.authz.policy import AccessPolicy
+from referral.db import database_unavailable, unavailable_error
+
+_SCHEME = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement as the driver takes it: its SQL, and for each of its positional parameters
+    the name of the value to bind (None for a value the statement itself holds), that value,
+    and the type's conversion for the driver, if any."""
+
+    sql: str
+    slots: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
+
+    def arguments(self, values: dict[str, Any]) -> list[Any]:
+        arguments = []
+        for name, held, process in self.slots:
+            value = held if name is None else values[name]
+            arguments.append(value if process is None else process(value))
+        return arguments
+
+
+def compile_for_driver(statement: Any, dialect: Any) -> Compiled:
+    compiled = statement.compile(dialect=dialect)
+    if "POSTCOMPILE" in compiled.string:  # an expanding IN would need its values to render
+        raise ValueError("a lean statement must render without its parameters' values")
+    slots = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        given = bind.required or bind.value is None
+        slots.append((bind.key if given else None, None if given else bind.value, process))
+    return Compiled(compiled.string, tuple(slots))
+
+
+def staged_values(keys: AuditKeys, event: Any) -> dict[str, Any]:
+    """The values of `audit.chain.stage_where` for `event`, MAC'd under the current key."""
+    return {f"{STAGED_PARAM_PREFIX}{k}": v for k, v in staged_row(keys, event).items()}
+
+
+class RememberedActors:
+    """The access of an actor this worker has already authenticated, from the request's
+    bearer token alone; None for anything else (the route then decides, and audits)."""
+
+    def __init__(
+        self, policy: AccessPolicy, verified_tokens: VerifiedTokens, known_actors: KnownActors
+    ) -> None:
+        self._policy = policy
+        self._verified_tokens = verified_tokens
+        self._known_actors = known_actors
+
+    def access(self, request: Request, resource: str, action: str) -> Access | None:
+        header = request.headers.get("authorization", "")
+        if header[: len(_SCHEME)].lower() != _SCHEME:
+            return None
+        try:
+            claims = self._verified_tokens.decode(header[len(_SCHEME) :])
+        except InvalidToken:
+            return None
+        actor = self._known_actors.of(claims)
+        if actor is None:
+            return None
+        return access_of(self._policy, actor, resource, action)
+
+
+class LeanStatements:
+    """Sends one compiled statement on a pooled connection's driver, in autocommit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # Called with each statement sent and its arguments (tests count statements, the
+        # bench captures the read's SQL for pgbench).
+        self.observers: list[Callable[[str, list[Any]], None]] = []
+
+    def compile(self, statement: Any) -> Compiled:
+        return compile_for_driver(statement, self.engine.dialect)
+
+    async def fetchrow(self, compiled: Compiled, values: dict[str, Any]) -> Any:
+        """The statement's first row, or None. A database that cannot serve is 503."""
+        arguments = compiled.arguments(values)
+        for observe in self.observers:
+            observe(compiled.sql, arguments)
+        async with self.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            try:
+                return await driver.fetchrow(compiled.sql, *arguments)
+            except Exception as exc:
+                lost = isinstance(exc, asyncpg.InterfaceError) or database_unavailable(exc)
+                if lost:
+                    await connection.invalidate(exc)
+                    raise unavailable_error(exc) from exc
+                raise

@@ -1,0 +1,160 @@
+"""The audited statistics query in one statement on the driver, on PostgreSQL (ADR 0029).
+
+A published snapshot never changes, so the answer to a query of it never changes either:
+the full path remembers each JSON answer it gives an actor who is not limited to their own
+municipality, keyed by the exact path and query string asked (`PublishedAnswers`). When the
+same query is asked again by an actor this worker has already authenticated
+(`lean.RememberedActors`) with the same access, it is answered here, before the route's
+dependencies run, with one statement that stages the query's audit event (the same event,
+MAC'd beforehand) only where
+
+- the token's session is in force and the account is still the one remembered
+  (`auth.dependencies.still_the_actor`), and
+- the snapshot the answer came from is still the latest publication.
+
+The remembered answer is sent once the event is chained. Anything else is the full path's,
+this path having written nothing: no bearer token or one not verified before, an actor not
+remembered or changed since, one limited to their own municipality, a CSV answer, a query not
+answered before, a newer publication, SQLite. So validation, denials and their audit stay in
+one place, the route.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from sqlalchemy import Uuid, and_, bindparam
+
+from referral import audit
+from referral.audit.chain import AuditKeys, stage_where
+from referral.auth.dependencies import actor_params, still_the_actor
+from referral.lean import Compiled, LeanStatements, RememberedActors, staged_values
+from referral.stats import service
+
+ACTION = "stats.query"
+RESOURCE_TYPE = "stats_snapshot"
+JSON = "application/json"
+
+
+def wants_csv(request: Request) -> bool:
+    """The one rule for which form a query is answered in."""
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def query_key(request: Request) -> tuple[str, bytes]:
+    """What names a query exactly: its path (the measure) and its query string, as sent."""
+    return request.scope["path"], request.scope["query_string"]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedAnswer:
+    """A query's JSON answer from one snapshot, and what its audit event says of it."""
+
+    snapshot_id: uuid.UUID
+    body: bytes
+    fields: tuple[str, ...]
+    purpose: str
+
+
+class PublishedAnswers:
+    """The answers the full path has given, the least recently used forgotten first once
+    their bodies pass `max_bytes`. Never a decision: the lean statement checks that the
+    answer's snapshot is still the latest before anything is sent."""
+
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._answers: OrderedDict[tuple[str, bytes], PublishedAnswer] = OrderedDict()
+
+    def remember(self, key: tuple[str, bytes], answer: PublishedAnswer) -> None:
+        if len(answer.body) > self._max_bytes:
+            return
+        self.forget(key)
+        self._answers[key] = answer
+        self._bytes += len(answer.body)
+        while self._bytes > self._max_bytes:
+            _, oldest = self._answers.popitem(last=False)
+            self._bytes -= len(oldest.body)
+
+    def forget(self, key: tuple[str, bytes]) -> None:
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.body)
+
+    def of(self, key: tuple[str, bytes]) -> PublishedAnswer | None:
+        answer = self._answers.get(key)
+        if answer is not None:
+            self._answers.move_to_end(key)
+        return answer
+
+
+def _statement(national: bool) -> Any:
+    """The staging of the query's event, only where the actor still holds and the answer's
+    snapshot is still the latest; its id comes back, or no row and nothing written."""
+    still_latest = service.latest_snapshot_id() == bindparam("snapshot_id", type_=Uuid)
+    return stage_where(and_(still_the_actor(national=national), still_latest))
+
+
+class LeanStatsQuery:
+    """`answer(request)`: a statistics query's response, or None for the full path to give;
+    `remember(request, answer)`: what the full path gives, for the next time it is asked."""
+
+    def __init__(
+        self,
+        statements: LeanStatements,
+        remembered: RememberedActors,
+        audit_keys: AuditKeys,
+        answers: PublishedAnswers | None = None,
+    ) -> None:
+        self._statements = statements
+        self._remembered = remembered
+        self._audit_keys = audit_keys
+        self._answers = answers or PublishedAnswers()
+        self._compiled: dict[bool, Compiled] = {}
+
+    def remember(self, request: Request, answer: PublishedAnswer) -> None:
+        self._answers.remember(query_key(request), answer)
+
+    async def answer(self, request: Request) -> Response | None:
+        if wants_csv(request):
+            return None
+        published = self._answers.of(query_key(request))
+        if published is None:
+            return None
+        access = self._remembered.access(request, "stats", "query")
+        if access is None or service.limited_to_own_area(access):
+            return None  # the full path's 403, or an answer limited to one municipality
+        actor = access.actor
+        event = audit.build_event(
+            request,
+            action=ACTION,
+            resource_type=RESOURCE_TYPE,
+            resource_ids=[published.snapshot_id],
+            fields=published.fields,
+            purpose=published.purpose,
+            actor=actor,
+        )
+        values = {
+            "snapshot_id": published.snapshot_id,
+            **actor_params(actor),
+            **staged_values(self._audit_keys, event),
+        }
+        national = actor.municipality_id is None
+        compiled = self._compiled.get(national)
+        if compiled is None:
+            compiled = self._compiled[national] = self._statements.compile(_statement(national))
+        if await self._statements.fetchrow(compiled, values) is None:
+            return None  # a changed account, or a newer publication
+        request.state.actor = actor
+        await request.app.state.sealer.sealed()  # answered once its event is chained
+        return Response(published.body, media_type=JSON)
+
+
+async def answer(request: Request) -> Response | None:
+    """The query route's lean answer (`routing.answered_first`), where the app has one."""
+    lean: LeanStatsQuery | None = request.app.state.lean_stats_query
+    return None if lean is None else await lean.answer(request)
