@@ -155,6 +155,18 @@ def _side_by_side(run: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _codes_of(small: dict, large: dict) -> list[str]:
+    """Which code each run measured; a warning where they differ."""
+    codes = small.get("commit", "—"), large.get("commit", "—")
+    line = f"Code: {codes[0]} at 10,000 cases, {codes[1]} at 1,000,000."
+    if codes[0] != codes[1]:
+        line += (
+            " **Different code**: a scenario whose code changed between them is not measured "
+            "for scale here; the side-by-side section above is."
+        )
+    return [line, ""]
+
+
 def _scale_section(history: list[dict]) -> list[str]:
     """Latency at 1M cases against 10k, per scenario: side by side from the latest run that
     measured it so, and from the latest run of each size."""
@@ -177,6 +189,7 @@ def _scale_section(history: list[dict]) -> list[str]:
             "",
             "Two runs minutes apart: the machine's drift between them counts as well.",
             "",
+            *_codes_of(small, large),
             f"| scenario | p50 at 10k (ms) | p50 at 1M (ms) | ratio | ≤ {SCALE_LIMIT}x |",
             "|---|---|---|---|---|",
         ]
