@@ -83,6 +83,9 @@ class Settings(DatabaseSettings):
     # worker and not limited to one municipality, is answered from the same snapshot with
     # one statement that stages its audit event (ADR 0029). Off, every query is the full path.
     lean_stats_queries: bool = True
+    # On PostgreSQL, an unfiltered list page asked by an actor already signed in on this
+    # worker is two statements on the driver: the page, then its audit event (ADR 0030).
+    lean_case_lists: bool = True
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

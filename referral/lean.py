@@ -101,13 +101,20 @@ class LeanStatements:
 
     async def fetchrow(self, compiled: Compiled, values: dict[str, Any]) -> Any:
         """The statement's first row, or None. A database that cannot serve is 503."""
+        return await self._run("fetchrow", compiled, values)
+
+    async def fetch(self, compiled: Compiled, values: dict[str, Any]) -> list[Any]:
+        """The statement's rows. A database that cannot serve is 503."""
+        return await self._run("fetch", compiled, values)
+
+    async def _run(self, method: str, compiled: Compiled, values: dict[str, Any]) -> Any:
         arguments = compiled.arguments(values)
         for observe in self.observers:
             observe(compiled.sql, arguments)
         async with self.engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
             try:
-                return await driver.fetchrow(compiled.sql, *arguments)
+                return await getattr(driver, method)(compiled.sql, *arguments)
             except Exception as exc:
                 lost = isinstance(exc, asyncpg.InterfaceError) or database_unavailable(exc)
                 if lost:

@@ -19,6 +19,7 @@ from referral.audit.verifications import Verifier
 from referral.auth import passwords, tokens
 from referral.auth.dependencies import KnownActors
 from referral.authz.policy import load_access_policy
+from referral.cases.lean_list import LeanCaseList
 from referral.cases.lean_read import LeanCaseRead
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
@@ -115,6 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.lean_statements, remembered, app.state.case_keys, settings.audit_chain_keys
         )
         if lean and settings.lean_case_reads
+        else None
+    )
+    app.state.lean_case_list = (
+        LeanCaseList(
+            app.state.lean_statements, remembered, app.state.case_keys, settings.audit_chain_keys
+        )
+        if lean and settings.lean_case_lists
         else None
     )
     app.state.lean_stats_query = (

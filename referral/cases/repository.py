@@ -518,16 +518,30 @@ async def list_cases(
     used = frozenset(name for name, value in filters.items() if value is not None)
     with_cursor = params.cursor is not None
     statement = access.prepared(
-        "case_list", lambda: _list_statement(access, used, with_cursor), used, with_cursor
+        "case_list", lambda: list_statement(access, used, with_cursor), used, with_cursor
     )
-    values = {**filters, **keyset_params(params), **access.scope_params(), "today": date.today()}
+    values = list_values(access, params, **filters)
     connection = await session.connection()
     found = (await connection.execute(statement, values)).all()
-    rows = [(as_record(CaseFile, _LISTED_NAMES, row), row.overdue) for row in found]
+    return listed_page(found, params)
+
+
+def listed_page(
+    found: Sequence[Any], params: PageParams
+) -> tuple[list[tuple[Any, int]], uuid.UUID | None]:
+    """The rows of `list_statement` (limit + 1 of them) as the page of (case record, overdue
+    reviews) and the cursor of the next page, if there is one."""
+    overdue = len(_LISTED)  # the column after the listed ones
+    rows = [(as_record(CaseFile, _LISTED_NAMES, row), row[overdue]) for row in found]
     return split_page(rows, params, lambda row: row[0].id)
 
 
-def _list_statement(access: Access, filters: frozenset[str], with_cursor: bool) -> Any:
+def list_values(access: Access, params: PageParams, **filters: Any) -> dict[str, Any]:
+    """The values of `list_statement` for a page under `access`."""
+    return {**filters, **keyset_params(params), **access.scope_params(), "today": date.today()}
+
+
+def list_statement(access: Access, filters: frozenset[str], with_cursor: bool) -> Any:
     """A page of the cases in scope, with the filters named in `filters` as parameters."""
     today = bindparam("today", type_=Date)
     stmt = sa_select(*_LISTED, overdue_count(today).label("overdue"))

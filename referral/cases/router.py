@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from referral import audit
 from referral.authz.dependencies import Access, authorize
-from referral.cases import lean_read, repository, service, views
+from referral.cases import lean_list, lean_read, repository, service, views
 from referral.cases.break_glass import request_access as request_break_glass
 from referral.cases.dependencies import KeysDep, idempotency_key, optional_version
 from referral.cases.schemas import (
@@ -153,6 +153,7 @@ async def submit_referral(
     response_model=Page[ReferrerCaseView] | Page[CaseListItem],
     summary="Cases in your scope (referrers: your own referrals)",
 )
+@answered_first(lean_list.answer)
 async def list_cases(
     request: Request,
     session: SessionDep,
@@ -176,14 +177,8 @@ async def list_cases(
     _audit(session, request, "list", [case.id for case, _ in rows])
     if access.grant.view == "referrer":
         items = [views.referrer_view(keys.workflow, case) for case, _ in rows]
-        page: Page[Any] = Page[ReferrerCaseView](items=items, next_cursor=cursor)
-    else:
-        items = [views.list_item(keys.ring, case, overdue) for case, overdue in rows]
-        page = Page[CaseListItem](items=items, next_cursor=cursor)
-    # The page is already of the one type it must be, so it is sent as it is. FastAPI's
-    # response check would try every item against each page type of the union, from
-    # attributes: 0.4 ms a page, about a tenth of a list's CPU.
-    return Response(page.model_dump_json(), media_type="application/json")
+        return views.page_response(Page[ReferrerCaseView](items=items, next_cursor=cursor))
+    return views.page_response(views.list_page(keys.ring, rows, cursor))
 
 
 @router.get("/cases/{case_id}", response_model=CaseView, summary="A case, as your role sees it")
