@@ -201,8 +201,8 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
                 headers = {**pair.referrer, "Idempotency-Key": key}
                 return await client.post("/api/v1/referrals", json=body, headers=headers)
 
-            # a case the coordinator has read once: its reads now take the lean read, one
-            # statement on the driver, which has the same deadline (ADR 0028)
+            # a case the coordinator has read once, and listed: its reads and lists now take
+            # the lean paths, statements on the driver with the same deadline (ADR 0028, 0030)
             created = await client.post(
                 "/api/v1/referrals",
                 json=referral_body(),
@@ -211,8 +211,9 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
             case_url = f"/api/v1/cases/{created.json()['id']}"
             assert (await client.get(case_url, headers=pair.coordinator)).status_code == 200
 
+            assert (await client.get("/api/v1/cases", headers=pair.coordinator)).is_success
             lean_statements: list[str] = []
-            app.state.lean_case_read.observers.append(lambda sql, _: lean_statements.append(sql))
+            app.state.lean_statements.observers.append(lambda sql, _: lean_statements.append(sql))
             proxy.stall()
             started = time.monotonic()
             all_three = asyncio.gather(
@@ -223,6 +224,7 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
             stalled = await asyncio.wait_for(all_three, timeout=15)  # without a deadline: forever
             waited = time.monotonic() - started
             proxy.resume()
+            stalled_lean, lean_statements[:] = list(lean_statements), []
             listed = await client.get("/api/v1/cases", headers=pair.coordinator)
             retried = await intake()
             read = await client.get(case_url, headers=pair.coordinator)
@@ -232,7 +234,10 @@ async def test_a_stalled_database_is_503_in_bounded_time_and_then_recovers(setti
         assert waited < 6.0, waited
         assert listed.status_code == 200, listed.text
         assert read.status_code == 200, read.text
-        assert len(lean_statements) == 2  # the stalled read and the last one: lean both times
+        # the stalled list and read were each one statement on the driver, given up at its
+        # deadline; once the database answers, the list is two statements and the read one
+        assert len(stalled_lean) == 2, stalled_lean
+        assert len(lean_statements) == 3, lean_statements
         # the stalled intake wrote nothing: its key submits anew rather than replaying
         assert retried.status_code == 201, retried.text
     finally:

@@ -105,12 +105,13 @@ class LeanCaseList:
         if not found:
             return None  # an empty page, or an actor that no longer holds
         rows, cursor = repository.listed_page(found, params)
-        page = views.list_page(self._keys.ring, rows, cursor)  # before the event: it may fail
+        # built before the event is staged: a page that cannot be built leaves no event
+        response = views.list_page_response(self._keys.ring, rows, cursor)
         event = audit.build_event(
             request,
             action="case.list",
             resource_type="case",
-            resource_ids=[case.id for case, _ in rows],
+            resource_ids=[repository.listed_id(row) for row in rows],
             actor=access.actor,
         )
         if self._stage is None:
@@ -122,7 +123,7 @@ class LeanCaseList:
             raise RuntimeError("the list's audit event was not staged")
         request.state.actor = access.actor
         await request.app.state.sealer.sealed()  # answered once its event is chained
-        return views.page_response(page)
+        return response
 
 
 async def answer(request: Request) -> Response | None:

@@ -497,6 +497,7 @@ _LISTED = tuple(
     )
 )
 _LISTED_NAMES = tuple(column.name for column in _LISTED)
+LISTED_NAMES = (*_LISTED_NAMES, "overdue")  # a listed row's values, in order
 
 
 async def list_cases(
@@ -526,14 +527,19 @@ async def list_cases(
     return listed_page(found, params)
 
 
-def listed_page(
-    found: Sequence[Any], params: PageParams
-) -> tuple[list[tuple[Any, int]], uuid.UUID | None]:
-    """The rows of `list_statement` (limit + 1 of them) as the page of (case record, overdue
-    reviews) and the cursor of the next page, if there is one."""
-    overdue = len(_LISTED)  # the column after the listed ones
-    rows = [(as_record(CaseFile, _LISTED_NAMES, row), row[overdue]) for row in found]
-    return split_page(rows, params, lambda row: row[0].id)
+def listed_page(found: Sequence[Any], params: PageParams) -> tuple[list[Any], uuid.UUID | None]:
+    """The rows of `list_statement` (limit + 1 of them): the page's rows, each its
+    `LISTED_NAMES` columns and then its overdue reviews, and the next page's cursor, if any."""
+    return split_page(list(found), params, listed_id)
+
+
+def listed_id(row: Sequence[Any]) -> uuid.UUID:
+    return row[0]  # "id" leads LISTED_NAMES
+
+
+def listed_case(row: Sequence[Any]) -> Any:
+    """A row of `listed_page` as a read-only case record (the referrer's view reads it)."""
+    return as_record(CaseFile, _LISTED_NAMES, row)
 
 
 def list_values(access: Access, params: PageParams, **filters: Any) -> dict[str, Any]:

@@ -174,11 +174,12 @@ async def list_cases(
         municipality_id=municipality_id,
         overdue_only=overdue_reviews,
     )
-    _audit(session, request, "list", [case.id for case, _ in rows])
+    _audit(session, request, "list", [repository.listed_id(row) for row in rows])
     if access.grant.view == "referrer":
-        items = [views.referrer_view(keys.workflow, case) for case, _ in rows]
+        cases = [repository.listed_case(row) for row in rows]
+        items = [views.referrer_view(keys.workflow, case) for case in cases]
         return views.page_response(Page[ReferrerCaseView](items=items, next_cursor=cursor))
-    return views.page_response(views.list_page(keys.ring, rows, cursor))
+    return views.list_page_response(keys.ring, rows, cursor)
 
 
 @router.get("/cases/{case_id}", response_model=CaseView, summary="A case, as your role sees it")
