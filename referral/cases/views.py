@@ -49,14 +49,9 @@ def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
     )
 
 
-def subject_name(ring: KeyRing, case: CaseFile) -> str:
-    if case.purged_at is not None:
-        return "[purged]"
-    return f"{open_field(ring, case, 'given_name')} {open_field(ring, case, 'family_name')}"
-
-
 def _listed_name(ring: KeyRing, listed: dict[str, Any]) -> str:
-    """`subject_name` of a listed row, its id written out once for both of its names."""
+    """The subject's name on a listed row ("[purged]" once erased), the row's id written out
+    once for both of its names."""
     if listed["purged_at"] is not None:
         return "[purged]"
     row_id = str(listed["id"])
