@@ -121,3 +121,15 @@ class LeanStatements:
                     await connection.invalidate(exc)
                     raise unavailable_error(exc) from exc
                 raise
+
+
+class LeanAnswer:
+    """What a lean answer holds: where it sends its statements, whose access it may answer
+    for, and the audit keys its events are MAC'd under."""
+
+    def __init__(
+        self, statements: LeanStatements, remembered: RememberedActors, audit_keys: AuditKeys
+    ) -> None:
+        self._statements = statements
+        self._remembered = remembered
+        self._audit_keys = audit_keys

@@ -113,14 +113,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     remembered = RememberedActors(access_policy, app.state.verified_tokens, app.state.known_actors)
     app.state.lean_case_read = (
         LeanCaseRead(
-            app.state.lean_statements, remembered, app.state.case_keys, settings.audit_chain_keys
+            app.state.lean_statements, remembered, settings.audit_chain_keys, app.state.case_keys
         )
         if lean and settings.lean_case_reads
         else None
     )
     app.state.lean_case_list = (
         LeanCaseList(
-            app.state.lean_statements, remembered, app.state.case_keys, settings.audit_chain_keys
+            app.state.lean_statements, remembered, settings.audit_chain_keys, app.state.case_keys
         )
         if lean and settings.lean_case_lists
         else None

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -220,3 +221,61 @@ async def another_worker_finishes(app, walk_id) -> None:
             .where(col(AuditVerification.id) == walk_id)
             .values(status="failed", finished_at=utcnow())
         )
+
+
+def event_facts(event) -> tuple:
+    """What an audit event says, less its time, place in the chain and request: what two
+    paths answering the same request must both record."""
+    return (
+        event.action,
+        event.outcome,
+        event.status_code,
+        event.actor_user_id,
+        event.actor_role,
+        event.actor_organisation_id,
+        event.actor_municipality_id,
+        event.resource_type,
+        list(event.resource_ids),
+        sorted(event.fields),
+        event.purpose,
+        event.client_address,
+    )
+
+
+@asynccontextmanager
+async def refusing_events_of(app, action: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that gets the app's 500s as answers, while PostgreSQL refuses to stage any
+    audit event of `action` (a CHECK constraint, dropped again after)."""
+    constraint = f"test_refuses_{action.replace('.', '_')}"
+    refuse = (
+        f"ALTER TABLE audit_staged ADD CONSTRAINT {constraint} "
+        f"CHECK (action <> '{action}') NOT VALID"
+    )
+    async with app.state.engine.begin() as connection:
+        await connection.execute(text(refuse))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+            yield failing
+    finally:
+        async with app.state.engine.begin() as connection:
+            await connection.execute(text(f"ALTER TABLE audit_staged DROP CONSTRAINT {constraint}"))
+
+
+async def observed_get(app, client: httpx.AsyncClient, url: str, headers: dict, **kwargs):
+    """A GET as the user sends it, with what it cost and left: the answer, the statements
+    sent for it (`counting`), and the audit events of its request, once they are chained."""
+    request_id = uuid.uuid4().hex
+    with counting(app) as statements:
+        response = await client.get(url, headers={**headers, "X-Request-ID": request_id}, **kwargs)
+    await app.state.sealer.sealed()
+    return response, statements, await audit_events(app, request_id=request_id)
+
+
+async def assert_trail_whole(app) -> None:
+    """The trail verifies from its first event, and nothing is left staged, unchained."""
+    async with app.state.sessionmaker() as session:
+        result = await chain.verify(session, app.state.audit_keys)
+        staged = (await session.exec(text("SELECT count(*) FROM audit_staged"))).one()[0]
+    assert result.ok, result
+    assert staged == 0

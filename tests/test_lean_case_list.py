@@ -10,16 +10,15 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 
-from referral.audit import chain
 from referral.cases.lean_list import page_asked
 from referral.models import AuthSession, CaseFile, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency
 from referral.pagination import PageParams
 from tests.case_world import force_state, make_town, new_case
-from tests.helpers import audit_events, counting
+from tests.helpers import assert_trail_whole, event_facts, observed_get, refusing_events_of
 
 
 @pytest.fixture
@@ -28,14 +27,7 @@ async def town(client, world):
 
 
 async def _list(app, client, headers: dict, query: str = ""):
-    """The answer, the statements sent for it and the audit events it left, in order."""
-    request_id = uuid.uuid4().hex
-    with counting(app) as statements:
-        response = await client.get(
-            f"/api/v1/cases{query}", headers={**headers, "X-Request-ID": request_id}
-        )
-    await app.state.sealer.sealed()
-    return response, statements, await audit_events(app, request_id=request_id)
+    return await observed_get(app, client, f"/api/v1/cases{query}", headers)
 
 
 async def _full(app, client, headers: dict, query: str = ""):
@@ -44,24 +36,6 @@ async def _full(app, client, headers: dict, query: str = ""):
         return await _list(app, client, headers, query)
     finally:
         app.state.lean_case_list = lean
-
-
-def _facts(event) -> tuple:
-    """What an audit event says, less its time, place in the chain and request."""
-    return (
-        event.action,
-        event.outcome,
-        event.status_code,
-        event.actor_user_id,
-        event.actor_role,
-        event.actor_organisation_id,
-        event.actor_municipality_id,
-        event.resource_type,
-        list(event.resource_ids),
-        sorted(event.fields),
-        event.purpose,
-        event.client_address,
-    )
 
 
 @pytest.mark.postgres_only
@@ -83,7 +57,9 @@ async def test_every_lister_gets_in_two_statements_what_the_full_path_gives(app,
             assert len(statements) == 3, (name, statements)
             assert lean.content == full.content, name
             assert lean.headers["content-type"] == full.headers["content-type"], name
-            assert [_facts(e) for e in lean_events] == [_facts(e) for e in full_events], name
+            assert [event_facts(e) for e in lean_events] == [event_facts(e) for e in full_events], (
+                name
+            )
             assert lean_events[0].resource_ids == [i["id"] for i in lean.json()["items"]]
     listed = {
         name: len((await _full(app, client, lister.headers))[0].json()["items"])
@@ -167,7 +143,7 @@ async def test_filters_and_other_forms_take_the_full_path(app, client, town, que
     assert len(statements) == len(full_statements)
     assert lean.status_code == full.status_code
     assert lean.content == full.content
-    assert [_facts(e) for e in lean_events] == [_facts(e) for e in full_events]
+    assert [event_facts(e) for e in lean_events] == [event_facts(e) for e in full_events]
 
 
 @pytest.mark.postgres_only
@@ -193,11 +169,7 @@ async def test_lean_lists_leave_the_trail_whole(app, client, town):
     for _ in range(5):
         response, _, _ = await _list(app, client, town.coordinator.headers)
         assert response.status_code == 200
-    async with app.state.sessionmaker() as session:
-        result = await chain.verify(session, app.state.audit_keys)
-        staged = (await session.exec(text("SELECT count(*) FROM audit_staged"))).one()[0]
-    assert result.ok, result
-    assert staged == 0
+    await assert_trail_whole(app)
 
 
 @pytest.mark.postgres_only
@@ -205,19 +177,8 @@ async def test_no_page_leaves_without_its_audit_event(app, client, town):
     case_id = await new_case(client, town.referrer)
     headers = town.coordinator.headers
     await _list(app, client, headers)
-    refuse = (
-        "ALTER TABLE audit_staged ADD CONSTRAINT test_no_lists "
-        "CHECK (action <> 'case.list') NOT VALID"
-    )
-    async with app.state.engine.begin() as connection:
-        await connection.execute(text(refuse))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
-            response, statements, events = await _list(app, failing, headers)
-    finally:
-        async with app.state.engine.begin() as connection:
-            await connection.execute(text("ALTER TABLE audit_staged DROP CONSTRAINT test_no_lists"))
+    async with refusing_events_of(app, "case.list") as failing:
+        response, statements, events = await _list(app, failing, headers)
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     assert case_id not in response.text

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 
-from referral.audit import chain
 from referral.auth.dependencies import KnownActors
 from referral.auth.tokens import TokenClaims
 from referral.authz.actor import Actor as AuthzActor
@@ -20,7 +18,7 @@ from referral.models import AuthSession, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency
 from tests.case_world import force_state, make_town, new_case, screen_and_assess
-from tests.helpers import audit_events, counting
+from tests.helpers import assert_trail_whole, event_facts, observed_get, refusing_events_of
 
 REASON = "Synthetic reason: the person is known to our service and at immediate risk."
 
@@ -50,33 +48,7 @@ async def case_at_panel(app, client, town) -> str:
 
 
 async def _read(app, client, headers: dict, case_id: str):
-    """The answer, the statements sent for it and the audit events it left, in order."""
-    request_id = uuid.uuid4().hex
-    with counting(app) as statements:
-        response = await client.get(
-            f"/api/v1/cases/{case_id}", headers={**headers, "X-Request-ID": request_id}
-        )
-    await app.state.sealer.sealed()
-    events = await audit_events(app, request_id=request_id)
-    return response, statements, events
-
-
-def _facts(event) -> tuple:
-    """What an audit event says, less its time, place in the chain and request."""
-    return (
-        event.action,
-        event.outcome,
-        event.status_code,
-        event.actor_user_id,
-        event.actor_role,
-        event.actor_organisation_id,
-        event.actor_municipality_id,
-        event.resource_type,
-        list(event.resource_ids),
-        sorted(event.fields),
-        event.purpose,
-        event.client_address,
-    )
+    return await observed_get(app, client, f"/api/v1/cases/{case_id}", headers)
 
 
 @pytest.mark.postgres_only
@@ -113,7 +85,7 @@ async def test_every_reader_is_answered_in_one_statement_as_the_full_path_answer
         assert lean.headers["etag"] == response.headers["etag"], name
         assert lean.headers["content-type"] == response.headers["content-type"], name
         assert lean.headers["cache-control"] == response.headers["cache-control"], name
-        assert [_facts(e) for e in events] == [_facts(lean_event)], name
+        assert [event_facts(e) for e in events] == [event_facts(lean_event)], name
     # what each agency reads differs, and the coordinator alone sees possible re-referrals
     sections = {name: set(answer.json()["sections"]) for name, (answer, _) in lean_answers.items()}
     assert "police" in sections["coordinator"]
@@ -128,11 +100,7 @@ async def test_lean_reads_leave_the_trail_whole(app, client, town, case_at_panel
         response, statements, _ = await _read(app, client, town.coordinator.headers, case_at_panel)
         assert response.status_code == 200
         assert len(statements) == 1
-    async with app.state.sessionmaker() as session:
-        result = await chain.verify(session, app.state.audit_keys)
-        staged = (await session.exec(text("SELECT count(*) FROM audit_staged"))).one()[0]
-    assert result.ok, result
-    assert staged == 0
+    await assert_trail_whole(app)
 
 
 @pytest.mark.postgres_only
@@ -227,19 +195,8 @@ async def test_no_case_data_leaves_without_its_audit_event(app, client, town, ca
     response, statements, _ = await _read(app, client, town.coordinator.headers, case_at_panel)
     assert response.status_code == 200
     assert len(statements) == 1
-    refuse_reads = (
-        "ALTER TABLE audit_staged ADD CONSTRAINT test_no_reads "
-        "CHECK (action <> 'case.read') NOT VALID"
-    )
-    async with app.state.engine.begin() as connection:
-        await connection.execute(text(refuse_reads))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
-            response, _, events = await _read(app, failing, town.coordinator.headers, case_at_panel)
-    finally:
-        async with app.state.engine.begin() as connection:
-            await connection.execute(text("ALTER TABLE audit_staged DROP CONSTRAINT test_no_reads"))
+    async with refusing_events_of(app, "case.read") as failing:
+        response, _, events = await _read(app, failing, town.coordinator.headers, case_at_panel)
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "Synthetic" not in response.text

@@ -10,18 +10,16 @@ import uuid
 from datetime import date
 from types import SimpleNamespace
 
-import httpx
 import pytest
 from sqlalchemy import text, update
 
-from referral.audit import chain
 from referral.models import AuthSession, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency, Role
 from referral.stats.lean_query import PublishedAnswer, PublishedAnswers
 from tests.case_world import make_town
 from tests.conftest import bearer, login
-from tests.helpers import audit_events, built, counting
+from tests.helpers import assert_trail_whole, built, event_facts, observed_get, refusing_events_of
 
 URL = "/api/v1/stats/referrals"
 QUERY = {"period": str(date.today().year - 1), "breakdown": "concern"}
@@ -38,32 +36,7 @@ async def national(client, world):
 
 
 async def _ask(app, client, headers: dict, params: dict = QUERY, **extra_headers: str):
-    """The answer, the statements sent for it and the audit events it left."""
-    request_id = uuid.uuid4().hex
-    with counting(app) as statements:
-        response = await client.get(
-            URL, params=params, headers={**headers, **extra_headers, "X-Request-ID": request_id}
-        )
-    await app.state.sealer.sealed()
-    return response, statements, await audit_events(app, request_id=request_id)
-
-
-def _facts(event) -> tuple:
-    """What an audit event says, less its time, place in the chain and request."""
-    return (
-        event.action,
-        event.outcome,
-        event.status_code,
-        event.actor_user_id,
-        event.actor_role,
-        event.actor_organisation_id,
-        event.actor_municipality_id,
-        event.resource_type,
-        list(event.resource_ids),
-        sorted(event.fields),
-        event.purpose,
-        event.client_address,
-    )
+    return await observed_get(app, client, URL, {**headers, **extra_headers}, params=params)
 
 
 @pytest.mark.postgres_only
@@ -89,7 +62,7 @@ async def test_a_query_asked_again_is_one_statement_answering_as_the_full_path(
     assert lean.content == full.content == first.content
     assert lean.headers["content-type"] == full.headers["content-type"]
     assert lean.json()["snapshot_id"] == lean_events[0].resource_ids[0]
-    assert [_facts(e) for e in lean_events] == [_facts(e) for e in full_events]
+    assert [event_facts(e) for e in lean_events] == [event_facts(e) for e in full_events]
     assert lean_events[0].purpose.startswith("cells=")
 
 
@@ -201,11 +174,7 @@ async def test_lean_queries_leave_the_trail_whole(app, client, national):
     for _ in range(5):
         response, _, _ = await _ask(app, client, national.headers)
         assert response.status_code == 200
-    async with app.state.sessionmaker() as session:
-        result = await chain.verify(session, app.state.audit_keys)
-        staged = (await session.exec(text("SELECT count(*) FROM audit_staged"))).one()[0]
-    assert result.ok, result
-    assert staged == 0
+    await assert_trail_whole(app)
 
 
 @pytest.mark.postgres_only
@@ -213,21 +182,8 @@ async def test_no_statistics_leave_without_their_audit_event(app, client, nation
     await _ask(app, client, national.headers)
     _, statements, _ = await _ask(app, client, national.headers)
     assert len(statements) == 1
-    refuse = (
-        "ALTER TABLE audit_staged ADD CONSTRAINT test_no_queries "
-        "CHECK (action <> 'stats.query') NOT VALID"
-    )
-    async with app.state.engine.begin() as connection:
-        await connection.execute(text(refuse))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
-            response, statements, events = await _ask(app, failing, national.headers)
-    finally:
-        async with app.state.engine.begin() as connection:
-            await connection.execute(
-                text("ALTER TABLE audit_staged DROP CONSTRAINT test_no_queries")
-            )
+    async with refusing_events_of(app, "stats.query") as failing:
+        response, statements, events = await _ask(app, failing, national.headers)
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "cells" not in response.text

@@ -34,7 +34,7 @@ from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
-from referral.lean import Compiled, LeanStatements, RememberedActors, staged_values
+from referral.lean import Compiled, LeanAnswer, LeanStatements, RememberedActors, staged_values
 from referral.pagination import MAX_LIMIT, PageParams
 
 DEFAULT_LIMIT = 50  # pagination.page_params's
@@ -71,20 +71,18 @@ def _page_statement(access: Access, with_cursor: bool) -> Any:
     return page.where(still_the_actor(national=national))
 
 
-class LeanCaseList:
+class LeanCaseList(LeanAnswer):
     """`answer(request)`: a list page's response, or None for the full path to give."""
 
     def __init__(
         self,
         statements: LeanStatements,
         remembered: RememberedActors,
-        keys: CaseKeys,
         audit_keys: AuditKeys,
+        keys: CaseKeys,
     ) -> None:
-        self._statements = statements
-        self._remembered = remembered
+        super().__init__(statements, remembered, audit_keys)
         self._keys = keys
-        self._audit_keys = audit_keys
         self._stage: Compiled | None = None
 
     async def answer(self, request: Request) -> Response | None:

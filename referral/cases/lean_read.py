@@ -33,7 +33,7 @@ from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
-from referral.lean import LeanStatements, RememberedActors, staged_values
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors, staged_values
 
 
 def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
@@ -48,20 +48,18 @@ def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
     return select(found).where(exists(select(staged.c.id)))
 
 
-class LeanCaseRead:
+class LeanCaseRead(LeanAnswer):
     """`answer(request)`: the case read's response, or None for the full path to give."""
 
     def __init__(
         self,
         statements: LeanStatements,
         remembered: RememberedActors,
-        keys: CaseKeys,
         audit_keys: AuditKeys,
+        keys: CaseKeys,
     ) -> None:
-        self._statements = statements
-        self._remembered = remembered
+        super().__init__(statements, remembered, audit_keys)
         self._keys = keys
-        self._audit_keys = audit_keys
 
     async def answer(self, request: Request) -> Response | None:
         access = self._access(request)

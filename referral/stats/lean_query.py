@@ -32,7 +32,7 @@ from sqlalchemy import Uuid, and_, bindparam
 from referral import audit
 from referral.audit.chain import AuditKeys, stage_where
 from referral.auth.dependencies import actor_params, still_the_actor
-from referral.lean import Compiled, LeanStatements, RememberedActors, staged_values
+from referral.lean import Compiled, LeanAnswer, LeanStatements, RememberedActors, staged_values
 from referral.stats import service
 
 ACTION = "stats.query"
@@ -99,7 +99,7 @@ def _statement(national: bool) -> Any:
     return stage_where(and_(still_the_actor(national=national), still_latest))
 
 
-class LeanStatsQuery:
+class LeanStatsQuery(LeanAnswer):
     """`answer(request)`: a statistics query's response, or None for the full path to give;
     `remember(request, answer)`: what the full path gives, for the next time it is asked."""
 
@@ -110,9 +110,7 @@ class LeanStatsQuery:
         audit_keys: AuditKeys,
         answers: PublishedAnswers | None = None,
     ) -> None:
-        self._statements = statements
-        self._remembered = remembered
-        self._audit_keys = audit_keys
+        super().__init__(statements, remembered, audit_keys)
         self._answers = answers or PublishedAnswers()
         self._compiled: dict[bool, Compiled] = {}
 
