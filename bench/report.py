@@ -156,10 +156,15 @@ def _side_by_side(run: dict) -> list[str]:
 
 
 def _codes_of(small: dict, large: dict) -> list[str]:
-    """Which code each run measured; a warning where they differ."""
+    """Which code each run measured; a warning where it differs (by the trees of what
+    serves, where both runs recorded them, else by commit)."""
     codes = small.get("commit", "—"), large.get("commit", "—")
     line = f"Code: {codes[0]} at 10,000 cases, {codes[1]} at 1,000,000."
-    if codes[0] != codes[1]:
+    served = small.get("served_code"), large.get("served_code")
+    same = served[0] == served[1] if None not in served else codes[0] == codes[1]
+    if codes[0] != codes[1] and same:
+        line += " The same code serves in both."
+    if not same:
         line += (
             " **Different code**: a scenario whose code changed between them is not measured "
             "for scale here; the side-by-side section above is."

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -543,6 +544,7 @@ def main() -> None:
         "clients": args.clients,
         "seconds_per_scenario": args.seconds,
         "commit": _commit(),
+        "served_code": _served_code(),
         "command": "make bench"
         + (f" ARGS='{bench_args}'" if bench_args else "")
         + (" REFERRAL_BENCH_DATABASE_URL=postgresql://…" if server_url else ""),
@@ -658,6 +660,25 @@ def _commit() -> str:
         "status", "--porcelain", "--", ".", ":!bench/results.json", ":!docs/benchmarks.md"
     )
     return head + ("+changes" if changed.stdout.strip() else "")
+
+
+# What serves the scenarios; a commit that changes none of it measures the same code.
+SERVED_PATHS = ("referral", "policies", "migrations", "pyproject.toml")
+
+
+def _served_code() -> str | None:
+    """The git trees of what serves the scenarios, as one name; None when unknown or when
+    the work tree differs from them."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    run = lambda *a: subprocess.run([git, *a], capture_output=True, text=True, cwd=ROOT)  # noqa: E731, S603  # nosec B603
+    if run("status", "--porcelain", "--", *SERVED_PATHS).stdout.strip():
+        return None
+    trees = run("rev-parse", *(f"HEAD:{path}" for path in SERVED_PATHS)).stdout.split()
+    if len(trees) != len(SERVED_PATHS):
+        return None
+    return hashlib.sha256(" ".join(trees).encode()).hexdigest()[:12]
 
 
 def _memory_gib() -> int:

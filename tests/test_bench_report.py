@@ -100,6 +100,18 @@ def test_the_scale_target_is_read_from_the_side_by_side_rounds():
     assert "| audited case read | 20 | 60 | 3.00 | **missed** |" in page
 
 
+def test_the_latest_runs_of_each_size_say_whether_the_same_code_served_them():
+    small = _run(10_000, 20) | {"commit": "aaa1111", "served_code": "tree1"}
+    same = _run(1_000_000, 30) | {"commit": "bbb2222", "served_code": "tree1"}
+    other = _run(1_000_000, 30) | {"commit": "bbb2222", "served_code": "tree2"}
+    unrecorded = _run(1_000_000, 30) | {"commit": "bbb2222"}
+    assert "The same code serves in both." in render([small, same])  # a commit of figures
+    for large in (other, unrecorded):
+        page = render([small, large])
+        assert "**Different code**" in page
+        assert "The same code serves in both." not in page
+
+
 def test_a_snapshot_built_through_the_api_is_reported_and_older_runs_still_render():
     served = {
         "seconds": 58.1,
