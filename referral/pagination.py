@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, bindparam
 
 MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
 T = TypeVar("T")
 
 
@@ -19,7 +20,7 @@ class PageParams(BaseModel):
 
 
 async def page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most 100")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most 100")] = DEFAULT_LIMIT,
     cursor: Annotated[uuid.UUID | None, Query(description="next_cursor of the page before")] = None,
 ) -> PageParams:
     return PageParams(limit=limit, cursor=cursor)

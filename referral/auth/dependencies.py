@@ -58,16 +58,18 @@ _ACTOR = _actor_of_session(
 )
 
 
-def still_the_actor(national: bool) -> ColumnElement[bool]:
+def still_the_actor(actor: Actor) -> ColumnElement[bool]:
     """EXISTS: the session `:session_id` of user `:user_id` is in force at `:now` (the rule
     above), and the user still has the role, organisation, agency and municipality bound as
     `:actor_role`, `:actor_organisation_id`, `:actor_agency`, `:actor_municipality_id`
-    (none, if `national`). For a statement that acts for an actor remembered from an
-    earlier request (`KnownActors`), and must not once the account has changed (ADR 0028)."""
+    (none, for a national actor). For a statement that acts for an actor remembered from an
+    earlier request (`KnownActors`), and must not once the account has changed (ADR 0028).
+    Its form depends on the actor only through `authz.scope_shape`, which keys the
+    statements built with it."""
     municipality = col(User.municipality_id)
     same_place = (
         municipality.is_(None)
-        if national
+        if actor.municipality_id is None
         else municipality == bindparam("actor_municipality_id", type_=Uuid)
     )
     now = bindparam("now", type_=DateTime(timezone=True))

@@ -35,9 +35,8 @@ from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
 from referral.lean import Compiled, LeanAnswer, LeanStatements, RememberedActors, staged_values
-from referral.pagination import MAX_LIMIT, PageParams
+from referral.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
 
-DEFAULT_LIMIT = 50  # pagination.page_params's
 _PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
 
 
@@ -66,9 +65,8 @@ def page_asked(query_string: bytes) -> PageParams | None:
 
 def _page_statement(access: Access, with_cursor: bool) -> Any:
     """The unfiltered page under the access rule, only while the actor still holds."""
-    national = access.actor.municipality_id is None
     page = repository.list_statement(access, frozenset(), with_cursor)
-    return page.where(still_the_actor(national=national))
+    return page.where(still_the_actor(access.actor))
 
 
 class LeanCaseList(LeanAnswer):

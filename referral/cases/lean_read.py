@@ -43,7 +43,7 @@ def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
     found = repository.case_row_statement(
         access, dialect.name, facts=False, parts=True, rereferrals=rereferrals
     ).cte("found")
-    actor_holds = still_the_actor(national=access.actor.municipality_id is None)
+    actor_holds = still_the_actor(access.actor)
     staged = stage_where(and_(found.c.in_own_scope, actor_holds), found).cte("staged")
     return select(found).where(exists(select(staged.c.id)))
 

@@ -32,7 +32,8 @@ from sqlalchemy import Uuid, and_, bindparam
 from referral import audit
 from referral.audit.chain import AuditKeys, stage_where
 from referral.auth.dependencies import actor_params, still_the_actor
-from referral.lean import Compiled, LeanAnswer, LeanStatements, RememberedActors, staged_values
+from referral.authz.actor import Actor
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors, staged_values
 from referral.stats import service
 
 ACTION = "stats.query"
@@ -92,11 +93,11 @@ class PublishedAnswers:
         return answer
 
 
-def _statement(national: bool) -> Any:
+def _statement(actor: Actor) -> Any:
     """The staging of the query's event, only where the actor still holds and the answer's
     snapshot is still the latest; its id comes back, or no row and nothing written."""
     still_latest = service.latest_snapshot_id() == bindparam("snapshot_id", type_=Uuid)
-    return stage_where(and_(still_the_actor(national=national), still_latest))
+    return stage_where(and_(still_the_actor(actor), still_latest))
 
 
 class LeanStatsQuery(LeanAnswer):
@@ -112,7 +113,6 @@ class LeanStatsQuery(LeanAnswer):
     ) -> None:
         super().__init__(statements, remembered, audit_keys)
         self._answers = answers or PublishedAnswers()
-        self._compiled: dict[bool, Compiled] = {}
 
     def remember(self, request: Request, answer: PublishedAnswer) -> None:
         self._answers.remember(query_key(request), answer)
@@ -141,10 +141,9 @@ class LeanStatsQuery(LeanAnswer):
             **actor_params(actor),
             **staged_values(self._audit_keys, event),
         }
-        national = actor.municipality_id is None
-        compiled = self._compiled.get(national)
-        if compiled is None:
-            compiled = self._compiled[national] = self._statements.compile(_statement(national))
+        compiled = access.prepared(
+            "lean_stats_query", lambda: self._statements.compile(_statement(actor))
+        )
         if await self._statements.fetchrow(compiled, values) is None:
             return None  # a changed account, or a newer publication
         request.state.actor = actor
