@@ -1,5 +1,6 @@
-"""What the lean answers share (ADR 0028, 0029): the remembered actor's access, and one
-statement sent on a pooled connection's asyncpg driver in autocommit.
+"""What the lean answers share (ADR 0028, 0029): the remembered actor's access, one
+statement sent on a pooled connection's asyncpg driver in autocommit, and the sealer that
+writes their audit events into the chain (ADR 0031).
 
 A lean answer answers a request before its route's dependencies run, when it can answer it
 exactly as the route would; otherwise it returns None, having changed nothing, and the route
@@ -17,7 +18,7 @@ import asyncpg
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from referral.audit.chain import STAGED_PARAM_PREFIX, AuditKeys, staged_row
+from referral.audit.sealer import Sealer
 from referral.auth.dependencies import KnownActors
 from referral.auth.tokens import InvalidToken, VerifiedTokens
 from referral.authz.dependencies import Access, access_of
@@ -55,11 +56,6 @@ def compile_for_driver(statement: Any, dialect: Any) -> Compiled:
         given = bind.required or bind.value is None
         slots.append((bind.key if given else None, None if given else bind.value, process))
     return Compiled(compiled.string, tuple(slots))
-
-
-def staged_values(keys: AuditKeys, event: Any) -> dict[str, Any]:
-    """The values of `audit.chain.stage_where` for `event`, MAC'd under the current key."""
-    return {f"{STAGED_PARAM_PREFIX}{k}": v for k, v in staged_row(keys, event).items()}
 
 
 class RememberedActors:
@@ -125,11 +121,13 @@ class LeanStatements:
 
 class LeanAnswer:
     """What a lean answer holds: where it sends its statements, whose access it may answer
-    for, and the audit keys its events are MAC'd under."""
+    for, and the sealer its audit events go to. A lean answer changes nothing, so its event
+    is not staged: `Sealer.chained` writes it into the chain, and the answer is sent only
+    once that has committed (ADR 0031)."""
 
     def __init__(
-        self, statements: LeanStatements, remembered: RememberedActors, audit_keys: AuditKeys
+        self, statements: LeanStatements, remembered: RememberedActors, sealer: Sealer
     ) -> None:
         self._statements = statements
         self._remembered = remembered
-        self._audit_keys = audit_keys
+        self._sealer = sealer

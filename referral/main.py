@@ -112,21 +112,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.lean_statements = LeanStatements(engine) if lean else None
     remembered = RememberedActors(access_policy, app.state.verified_tokens, app.state.known_actors)
     app.state.lean_case_read = (
-        LeanCaseRead(
-            app.state.lean_statements, remembered, settings.audit_chain_keys, app.state.case_keys
-        )
+        LeanCaseRead(app.state.lean_statements, remembered, sealer, app.state.case_keys)
         if lean and settings.lean_case_reads
         else None
     )
     app.state.lean_case_list = (
-        LeanCaseList(
-            app.state.lean_statements, remembered, settings.audit_chain_keys, app.state.case_keys
-        )
+        LeanCaseList(app.state.lean_statements, remembered, sealer, app.state.case_keys)
         if lean and settings.lean_case_lists
         else None
     )
     app.state.lean_stats_query = (
-        LeanStatsQuery(app.state.lean_statements, remembered, settings.audit_chain_keys)
+        LeanStatsQuery(app.state.lean_statements, remembered, sealer)
         if lean and settings.lean_stats_queries
         else None
     )

@@ -244,22 +244,26 @@ def event_facts(event) -> tuple:
 
 @asynccontextmanager
 async def refusing_events_of(app, action: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client that gets the app's 500s as answers, while PostgreSQL refuses to stage any
-    audit event of `action` (a CHECK constraint, dropped again after)."""
+    """A client that gets the app's 500s as answers, while PostgreSQL refuses to stage or
+    chain any audit event of `action` (a CHECK constraint on both tables, dropped after)."""
     constraint = f"test_refuses_{action.replace('.', '_')}"
-    refuse = (
-        f"ALTER TABLE audit_staged ADD CONSTRAINT {constraint} "
-        f"CHECK (action <> '{action}') NOT VALID"
-    )
+    tables = ("audit_staged", "audit_event")
     async with app.state.engine.begin() as connection:
-        await connection.execute(text(refuse))
+        for table in tables:
+            await connection.execute(
+                text(
+                    f"ALTER TABLE {table} ADD CONSTRAINT {constraint} "
+                    f"CHECK (action <> '{action}') NOT VALID"
+                )
+            )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
             yield failing
     finally:
         async with app.state.engine.begin() as connection:
-            await connection.execute(text(f"ALTER TABLE audit_staged DROP CONSTRAINT {constraint}"))
+            for table in tables:
+                await connection.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}"))
 
 
 async def observed_get(app, client: httpx.AsyncClient, url: str, headers: dict, **kwargs):

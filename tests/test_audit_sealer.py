@@ -1,10 +1,16 @@
 """Staged events and the sealer (ADR 0014): a request commits its events with its change and
 is answered once they are chained; what a failed round leaves staged is chained by the next;
-a staged row not written with the audit key is never chained and fails verification."""
+a staged row not written with the audit key is never chained and fails verification.
+
+Held events (ADR 0031): a request that changed nothing hands its event to the sealer, which
+writes it into the chain with the staged ones; the request goes on only once that round has
+committed, and is refused (never answered) when the round fails or does not end in time."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, text
@@ -12,8 +18,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
 from referral.audit import chain
+from referral.audit.sealer import Sealer
+from referral.errors import ServiceUnavailable
 from referral.models import AuditEvent, audit_staged
-from tests.helpers import scratch_app, tamper, unusual_events
+from tests.helpers import scratch_app, synthetic_event, tamper, unusual_events
 
 EVENTS = 4
 
@@ -46,7 +54,7 @@ async def _staged_ids(app) -> list[int]:
 def failing_rounds(monkeypatch):
     """Every sealer round fails, as if the database went away just after the commit."""
 
-    async def broken(connection, key, batch=2_000):
+    async def broken(connection, key, batch=2_000, **_):
         raise ConnectionError("the database went away")
 
     monkeypatch.setattr("referral.audit.sealer.seal_staged", broken)
@@ -192,3 +200,91 @@ async def test_a_round_that_moves_fewer_events_than_it_chained_is_rolled_back(
     await _denied(client)
     result = await _verify(app)
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason
+
+
+# --- held events (ADR 0031) ------------------------------------------------------------------
+
+
+def _read_event() -> SimpleNamespace:
+    """The event of a read, as a lean answer hands it to the sealer."""
+    return synthetic_event(
+        action="case.read",
+        resource_type="case",
+        resource_ids=[str(uuid.uuid4())],
+        request_id=uuid.uuid4().hex,
+        fields=["id", "state"],
+    )
+
+
+async def _chained_request_ids(app) -> set[str]:
+    async with app.state.sessionmaker() as session:
+        return set((await session.exec(select(AuditEvent.request_id))).all())
+
+
+async def test_held_events_are_chained_with_the_staged_ones(trail):
+    app, client, _ = trail
+    held = [_read_event() for _ in range(5)]
+    # requests that stage and requests that hand over their events, at once
+    await asyncio.gather(
+        *(app.state.sealer.chained(event) for event in held), _denied(client), _denied(client)
+    )
+    assert {event.request_id for event in held} <= await _chained_request_ids(app)
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 7, 0), result.reason
+
+
+async def test_a_held_event_with_lists_the_chain_cannot_render_is_refused(trail):
+    app, _, _ = trail
+    event = _read_event()
+    event.fields = ["a,b"]
+    with pytest.raises(ValueError, match="audit list element"):
+        await app.state.sealer.chained(event)
+    assert event.request_id not in await _chained_request_ids(app)
+
+
+async def test_a_held_event_whose_round_fails_is_refused_and_not_kept(trail, failing_rounds):
+    app, client, _ = trail
+    lost = _read_event()
+    with pytest.raises(ServiceUnavailable) as refused:
+        await app.state.sealer.chained(lost)  # the database went away: 503, never answered
+    assert refused.value.headers["Retry-After"]
+    failing_rounds.undo()
+    later = _read_event()
+    await app.state.sealer.chained(later)
+    await _denied(client)
+    chained = await _chained_request_ids(app)
+    assert later.request_id in chained
+    assert lost.request_id not in chained  # its request was refused: nothing to record
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason
+
+
+async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
+    """A round held up past the wait: its request is refused with 503. An event the round had
+    already taken may still be written (the trail over-records, never under-records); one that
+    was still waiting for a round is dropped."""
+    app, _, _ = trail
+    release = asyncio.Event()
+    real = chain.seal_staged
+
+    async def held_up(connection, keys, **options):
+        await release.wait()
+        return await real(connection, keys, **options)
+
+    monkeypatch.setattr("referral.audit.sealer.seal_staged", held_up)
+    sealer = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=0.2)
+    taken, waiting = _read_event(), _read_event()
+    first = asyncio.create_task(sealer.chained(taken))
+    await asyncio.sleep(0.05)  # the round has taken it, and is held up
+    with pytest.raises(ServiceUnavailable):
+        await sealer.chained(waiting)
+    with pytest.raises(ServiceUnavailable):
+        await first
+    release.set()
+    await sealer.finished()
+    chained = await _chained_request_ids(app)
+    assert taken.request_id in chained
+    assert waiting.request_id not in chained
+    result = await _verify(app)
+    assert result.ok, result.reason

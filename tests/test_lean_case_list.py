@@ -1,8 +1,8 @@
-"""The lean case list (ADR 0030): on PostgreSQL, an unfiltered list page asked by an actor
-this worker has already authenticated is two statements on the driver, the page (with the
-actor's check) and then its audit event. It must answer exactly as the full path does, with
-the same event, send no page without its event, and leave to the full path, having written
-nothing, whatever it cannot answer so."""
+"""The lean case list (ADR 0030, 0031): on PostgreSQL, an unfiltered list page asked by an
+actor this worker has already authenticated is one statement on the driver, the page with
+the actor's check, and its audit event written into the chain by the sealer's round. It
+must answer exactly as the full path does, with the same event, send no page without its
+event, and leave to the full path, having written nothing, whatever it cannot answer so."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def _full(app, client, headers: dict, query: str = ""):
 
 
 @pytest.mark.postgres_only
-async def test_every_lister_gets_in_two_statements_what_the_full_path_gives(app, client, town):
+async def test_every_lister_gets_in_one_statement_what_the_full_path_gives(app, client, town):
     cases = [await new_case(client, town.referrer) for _ in range(5)]
     for case_id in cases[:3]:
         await force_state(app, case_id, "panel")
@@ -52,7 +52,7 @@ async def test_every_lister_gets_in_two_statements_what_the_full_path_gives(app,
         for query in ("", "?limit=2"):
             lean, statements, lean_events = await _list(app, client, lister.headers, query)
             assert lean.status_code == 200, (name, lean.text)
-            assert len(statements) == 2, (name, statements)
+            assert len(statements) == 1, (name, statements)
             full, statements, full_events = await _full(app, client, lister.headers, query)
             assert len(statements) == 3, (name, statements)
             assert lean.content == full.content, name
@@ -79,7 +79,7 @@ async def test_the_pages_follow_their_cursor_as_the_full_path_does(app, client, 
     while True:
         lean, statements, _ = await _list(app, client, headers, query)
         full, _, _ = await _full(app, client, headers, query)
-        assert len(statements) == 2, statements
+        assert len(statements) == 1, statements
         assert lean.content == full.content
         page = lean.json()
         seen += [item["id"] for item in page["items"]]
@@ -95,7 +95,7 @@ async def test_an_account_moved_or_signed_out_since_is_decided_afresh(app, clien
     headers = town.coordinator.headers
     await _list(app, client, headers)
     listed, statements, _ = await _list(app, client, headers)
-    assert len(statements) == 2
+    assert len(statements) == 1
     assert [item["id"] for item in listed.json()["items"]] == [case_id]
 
     elsewhere = await world.municipality()
@@ -106,7 +106,7 @@ async def test_an_account_moved_or_signed_out_since_is_decided_afresh(app, clien
     moved, statements, events = await _list(app, client, headers)
     assert moved.status_code == 200
     assert moved.json()["items"] == []  # the old municipality's case is not listed
-    assert len(statements) > 2  # the lean page came back empty; the full path answered
+    assert len(statements) > 1  # the lean page came back empty; the full path answered
     assert [(e.outcome, e.actor_municipality_id) for e in events] == [("allowed", elsewhere.id)]
 
     async with app.state.sessionmaker() as s, s.begin():
@@ -139,7 +139,7 @@ async def test_filters_and_other_forms_take_the_full_path(app, client, town, que
     await _list(app, client, headers)
     lean, statements, lean_events = await _list(app, client, headers, query)
     full, full_statements, full_events = await _full(app, client, headers, query)
-    assert not any("audit_staged" in s and "WHERE true" in s for s in statements), statements
+    assert not any("auth_session" in s and "case_file" in s for s in statements), statements
     assert len(statements) == len(full_statements)
     assert lean.status_code == full.status_code
     assert lean.content == full.content
@@ -183,12 +183,12 @@ async def test_no_page_leaves_without_its_audit_event(app, client, town):
     assert response.headers["content-type"].startswith("application/problem+json")
     assert case_id not in response.text
     assert "Synthetic" not in response.text
-    assert len(statements) == 2  # the page was read; its event was refused; nothing sent
+    assert len(statements) == 1  # the page was read; its event was refused; nothing sent
     assert events == []
 
 
 @pytest.mark.postgres_only
-async def test_a_page_that_cannot_be_built_stages_no_event(app, client, town):
+async def test_a_page_that_cannot_be_built_records_no_event(app, client, town):
     case_id = await new_case(client, town.referrer)
     headers = town.coordinator.headers
     await _list(app, client, headers)
@@ -202,7 +202,7 @@ async def test_a_page_that_cannot_be_built_stages_no_event(app, client, town):
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
         response, statements, events = await _list(app, failing, headers)
     assert response.status_code == 500
-    assert len(statements) == 1  # the page was read, and failed to decrypt: no event staged
+    assert len(statements) == 1  # the page was read, and failed to decrypt: no event
     assert [e.outcome for e in events if e.action == "case.list"] == []
 
 

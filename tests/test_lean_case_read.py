@@ -1,6 +1,7 @@
-"""The lean case read (ADR 0028): on PostgreSQL, a case read by an actor this worker has
-already authenticated is one statement on the driver. It must answer exactly as the full
-path does, stage the same audit event, and leave to the full path, having written nothing,
+"""The lean case read (ADR 0028, 0031): on PostgreSQL, a case read by an actor this worker
+has already authenticated is one statement on the driver, its audit event written by the
+sealer's round. It must answer exactly as the full path does, with the same audit event,
+and leave to the full path, having written nothing,
 every request it cannot answer so: a changed or signed-out account, a case out of scope or
 reached by break-glass. Without its event, no case data leaves."""
 
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 from sqlalchemy import update
 
 from referral.auth.dependencies import KnownActors
 from referral.auth.tokens import TokenClaims
 from referral.authz.actor import Actor as AuthzActor
-from referral.models import AuthSession, User
+from referral.models import AuthSession, CaseFile, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency
 from tests.case_world import force_state, make_town, new_case, screen_and_assess
@@ -167,7 +169,7 @@ async def test_cases_out_of_scope_or_reached_by_break_glass_are_the_full_paths(
     assert granted.status_code == 201, granted.text
     response, statements, events = await _read(app, client, outsider.headers, case_at_panel)
     assert response.status_code == 200
-    assert len(statements) > 1  # the lean read staged nothing and left it to the full path
+    assert len(statements) > 1  # the lean read found nothing and left it to the full path
     assert [(e.outcome, e.purpose) for e in events] == [("allowed", "break_glass")]
 
 
@@ -205,6 +207,25 @@ async def test_no_case_data_leaves_without_its_audit_event(app, client, town, ca
     assert again.status_code == 200
     assert len(statements) == 1
     assert [e.outcome for e in events] == ["allowed"]
+
+
+@pytest.mark.postgres_only
+async def test_a_case_that_cannot_be_built_records_no_read(app, client, town, case_at_panel):
+    await _read(app, client, town.coordinator.headers, case_at_panel)
+    async with app.state.sessionmaker() as s, s.begin():
+        await s.exec(
+            update(CaseFile)
+            .where(CaseFile.id == uuid.UUID(case_at_panel))
+            .values(given_name_enc="v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+        response, statements, events = await _read(
+            app, failing, town.coordinator.headers, case_at_panel
+        )
+    assert response.status_code == 500
+    assert len(statements) == 1  # the case was read, and failed to decrypt: no event
+    assert [e for e in events if e.action == "case.read"] == []
 
 
 # --- pure rules ------------------------------------------------------------------------------

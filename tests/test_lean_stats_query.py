@@ -1,8 +1,9 @@
-"""The lean statistics query (ADR 0029): on PostgreSQL, a query asked before, by an actor this
-worker has already authenticated and who is not limited to one municipality, is answered from
-the same snapshot with one statement that stages its audit event. It must answer exactly as
-the full path does, stage the same event, never answer from a snapshot that is no longer the
-latest, and leave everything else to the full path having written nothing."""
+"""The lean statistics query (ADR 0029, 0031): on PostgreSQL, a query asked before, by an actor
+this worker has already authenticated and who is not limited to one municipality, is answered
+from the same snapshot after one statement that checks the actor and the snapshot, its audit
+event written into the chain by the sealer's round. It must answer exactly as the full path
+does, with the same event, never answer from a snapshot that is no longer the latest, and
+leave everything else to the full path having written nothing."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ async def test_a_query_asked_again_is_one_statement_answering_as_the_full_path(
     lean, statements, lean_events = await _ask(app, client, national.headers)
     assert lean.status_code == 200
     assert len(statements) == 1, statements
-    assert "INSERT INTO audit_staged" in statements[0]
+    assert "auth_session" in statements[0]
+    assert "stats_snapshot" in statements[0]
+    assert "INSERT" not in statements[0]  # the event is the sealer's round's to write
 
     lean_query, app.state.lean_stats_query = app.state.lean_stats_query, None
     try:
@@ -76,7 +79,7 @@ async def test_a_newer_publication_is_never_answered_from_the_older_one(app, cli
 
     after, statements, events = await _ask(app, client, national.headers)
     assert after.status_code == 200
-    assert len(statements) > 1  # the lean statement staged nothing; the full path answered
+    assert len(statements) > 1  # the lean statement found nothing; the full path answered
     assert after.json()["snapshot_id"] == newer["snapshot"]["id"] != before.json()["snapshot_id"]
     assert [(e.outcome, e.resource_ids) for e in events] == [("allowed", [newer["snapshot"]["id"]])]
     lean, statements, _ = await _ask(app, client, national.headers)
@@ -187,7 +190,7 @@ async def test_no_statistics_leave_without_their_audit_event(app, client, nation
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "cells" not in response.text
-    assert len(statements) == 1  # the lean statement failed: nothing else was tried
+    assert len(statements) == 1  # the lean statement; its event was refused; nothing sent
     assert events == []
 
 

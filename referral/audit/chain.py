@@ -184,16 +184,21 @@ def track(session: AsyncSession, event: AuditEvent | SimpleNamespace) -> None:
     """Hold an event, in order, to be sealed and inserted when the transaction commits.
 
     It is not added to the session yet: an autoflush would insert it unsealed, and the
-    table accepts no UPDATE afterwards. Every writer's events pass here, so here the
-    lists are held to what the chain's rendering needs: a list element with a separator in
-    it is refused, never recorded (ADR 0013).
+    table accepts no UPDATE afterwards. Every writer's events pass here (a read's may go to
+    `Sealer.chained` instead), so here the lists are held to what the chain's rendering
+    needs: a list element with a separator in it is refused, never recorded (ADR 0013).
     """
+    check_recordable(event)
+    session.info.setdefault(PENDING_KEY, []).append(event)
+
+
+def check_recordable(event: Any) -> None:
+    """Refuse an event whose lists the chain's rendering could not tell apart (ADR 0013)."""
     if not (_recordable(event.resource_ids) and _recordable(event.fields)):
         raise ValueError(
             "an audit list element holds a comma, a quote, a backslash or text that is not "
             "printable ASCII; record it through audit.as_recorded"
         )
-    session.info.setdefault(PENDING_KEY, []).append(event)
 
 
 _HEAD = AuditChainHead.__table__
@@ -329,19 +334,6 @@ def staged_row(keys: AuditKeys, event: Any) -> dict[str, Any]:
     }
 
 
-STAGED_PARAM_PREFIX = "event_"
-
-
-def stage_where(condition: Any, *froms: Any) -> Any:
-    """An INSERT of one event into `audit_staged` that happens only where `condition` holds
-    over `froms`, for a statement that reads and stages its own audit event at once (ADR
-    0028). Its values are bound as `event_<column>`: `staged_row` prefixed."""
-    columns = [c for c in _STAGED.columns if c.name != "id"]
-    values = [bindparam(f"{STAGED_PARAM_PREFIX}{c.name}", type_=c.type) for c in columns]
-    chosen = sa_select(*values).select_from(*froms).where(condition)
-    return insert(_STAGED).from_select([c.name for c in columns], chosen).returning(_STAGED.c.id)
-
-
 def _held_content(keys: AuditKeys, values: Any, mac: str) -> bytes | None:
     """A staged event's canonical form (seq null) if its MAC holds under one of the keys
     (a process not yet given the current one stages under the key before it), else None."""
@@ -446,9 +438,15 @@ class SealRound:
 
 
 async def seal_staged(
-    connection: Any, keys: AuditKeys, batch: int = 2_000, move: bool = False
+    connection: Any,
+    keys: AuditKeys,
+    batch: int = 2_000,
+    move: bool = False,
+    held: Sequence[Any] = (),
 ) -> SealRound:
-    """Chain every staged event, in staged order, onto the head, in the caller's transaction.
+    """Chain every staged event, in staged order, onto the head, in the caller's transaction;
+    then the `held` events, in their order: events of requests that changed nothing, handed
+    to the round from memory and written straight into the trail (ADR 0031).
 
     The head row is locked first (`seq + 0`), so rounds in several processes run one after
     another and each sees what the one before it left. A staged row whose MAC does not hold
@@ -476,6 +474,18 @@ async def seal_staged(
         if links:
             await staged.move(links)
             outcome.sealed += len(links)
+    if held:
+        if not continued:
+            seq, prev = await _continue_chain(connection, keys, seq, prev, head_key)
+        rows = []
+        for event in held:
+            seq += 1
+            link = _mac(keys.current, prev, _with_seq(_staged_content(event), seq))
+            content = {name: getattr(event, name) for name in _STAGED_CONTENT}
+            rows.append(content | {"seq": seq, "prev_hash": prev, "hash": link})
+            prev = link
+        await connection.execute(_INSERT, rows)
+        outcome.sealed += len(rows)
     if outcome.sealed or moved:
         await _set_head(connection, keys, seq, prev)
     return outcome

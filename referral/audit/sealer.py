@@ -5,19 +5,27 @@ at a time chains every staged event under the head row's lock; the requests that
 meanwhile are served by the next round together. The head is locked once per round instead
 of once per request, and never while a request's own transaction is open.
 
+A request that changed nothing (a read) need not stage its event: it hands the event to
+`chained`, and the next round writes it straight into the trail with the staged ones (ADR
+0031). Its answer waits for that round's commit and is never sent without it.
+
 A round that fails (the database is gone) leaves the events staged. Rounds are then tried
 again, less and less often, until one succeeds, whether or not a request is waiting: events
 staged during an outage are chained once the database is back, not at the next request.
+The events a failed round was handed are not kept: their requests are refused instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from referral.audit.chain import AuditKeys, seal_staged
+from referral.audit.chain import AuditKeys, check_recordable, seal_staged
+from referral.db import database_unavailable, unavailable_error
+from referral.errors import ServiceUnavailable
 
 logger = logging.getLogger("referral.audit")
 
@@ -34,6 +42,9 @@ class Sealer:
         self._keys = keys
         self._wait_seconds = wait_seconds
         self._waiting: list[asyncio.Future[None]] = []
+        # events handed to the next round, each with what its request awaits: the round's
+        # failure, or None once the round that wrote it has committed
+        self._held: list[tuple[Any, asyncio.Future[Exception | None]]] = []
         self._rounds: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None  # ends a pause between tries
         self._closing = False
@@ -55,6 +66,36 @@ class Sealer:
         except TimeoutError:
             logger.warning("audit events are staged but not yet chained; a later round will")
 
+    async def chained(self, event: Any) -> None:
+        """Return once `event`, held here and never staged, is committed in the chain.
+
+        For the event of a request that changed nothing: its answer waits here and is sent
+        only if this returns. If the round fails, this raises: 503 if the database cannot
+        serve, else the fault itself (a 500). If no round has committed it within
+        `wait_seconds`, 503; an event a round had already taken may still be written then,
+        recording a read that was refused: the trail over-records, never under-records."""
+        check_recordable(event)
+        entry: tuple[Any, asyncio.Future[Exception | None]] = (
+            event,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._held.append(entry)
+        self._wake()
+        self.start()
+        try:
+            failure = await asyncio.wait_for(asyncio.shield(entry[1]), self._wait_seconds)
+        except TimeoutError:
+            self._held = [held for held in self._held if held is not entry]
+            logger.warning("an audit event was not chained in time; its request is refused")
+            raise ServiceUnavailable(
+                "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
+            ) from None
+        if failure is None:
+            return
+        if database_unavailable(failure):
+            raise unavailable_error(failure) from failure
+        raise RuntimeError("the audit event could not be chained") from failure
+
     def start(self) -> None:
         """Run rounds until no one is waiting and the last round succeeded (also on startup,
         for events left staged)."""
@@ -68,6 +109,9 @@ class Sealer:
         self._wake()
         if self._rounds is not None:
             await asyncio.wait([self._rounds])
+        held, self._held = self._held, []
+        for _, done in held:
+            done.set_result(RuntimeError("the sealer has stopped"))
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -77,19 +121,28 @@ class Sealer:
         failures = 0
         while True:
             waiting, self._waiting = self._waiting, []
-            failed = not await self._round()
+            held, self._held = self._held, []
+            failure = await self._round([event for event, _ in held])
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
+            for _, answered in held:
+                if not answered.done():
+                    answered.set_result(failure)
+            failed = failure is not None
             failures = failures + 1 if failed else 0
-            if not failed and not self._waiting:
+            if not failed and not self._expected():
                 return
             if failed:  # a database that just failed is not asked again at once
                 await asyncio.sleep(_AFTER_A_FAILURE)
-                if not self._waiting and not self._closing:
+                if not self._expected() and not self._closing:
                     await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2 ** min(failures, 8)))
-            if self._closing and not self._waiting:
+            if self._closing and not self._expected():
                 return
+
+    def _expected(self) -> bool:
+        """Whether a request awaits a round."""
+        return bool(self._waiting or self._held)
 
     async def _pause(self, seconds: float) -> None:
         """Until the next try: `seconds`, or less if a request comes to wait or we close."""
@@ -99,14 +152,19 @@ class Sealer:
         finally:
             self._wakeup = None
 
-    async def _round(self) -> bool:
+    async def _round(self, held: list[Any]) -> Exception | None:
+        """Chain what is staged, then `held`, in one transaction; its failure, or None."""
         try:
             async with self._engine.begin() as connection:
                 connection = await connection.execution_options(**{SEALER_OPTION: True})
-                outcome = await seal_staged(connection, self._keys, move=not self._moved)
-        except Exception:
-            logger.exception("could not chain the staged audit events; they stay staged")
-            return False
+                outcome = await seal_staged(connection, self._keys, move=not self._moved, held=held)
+        except Exception as exc:
+            logger.exception(
+                "could not chain the audit events; the staged stay staged, and the %d held "
+                "are refused with their requests",
+                len(held),
+            )
+            return exc
         self._moved = True
         if outcome.refused:
             logger.error(
@@ -114,4 +172,4 @@ class Sealer:
                 "the application; left in place for the auditor",
                 outcome.refused[:20],
             )
-        return True
+        return None

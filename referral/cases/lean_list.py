@@ -1,18 +1,14 @@
-"""The audited case list in two statements on the driver, on PostgreSQL (ADR 0030).
+"""The audited case list in one statement on the driver, on PostgreSQL (ADR 0030).
 
 A list page asked by an actor this worker has already authenticated (`lean.RememberedActors`)
 with the coordinator's or a panel member's view, with no filter (at most `limit` and
 `cursor`, each in its plain form), is answered here, before the route's dependencies run:
 
-1. the page, read by the full path's own statement (`repository.list_statement`) under the
-   same access rule, only where the token's session is in force and the account is still
-   the one remembered (`auth.dependencies.still_the_actor`);
-2. the page's audit event, naming the cases listed, built and MAC'd like every other event
-   and staged on its own: a list's event names the ids it read, so it cannot be staged by
-   the statement that reads them.
-
-Each statement commits on its own; a read changes nothing, so the two need no transaction.
-Nothing is sent until the event is staged and chained, so no page leaves without it. An
+the page, read by the full path's own statement (`repository.list_statement`) under the
+same access rule, only where the token's session is in force and the account is still the
+one remembered (`auth.dependencies.still_the_actor`). Its audit event names the cases
+listed; the sealer writes it into the chain (`Sealer.chained`, ADR 0031), and nothing is
+sent until that has committed, so no page leaves without its event. An
 empty answer (an empty page, or an actor that no longer holds) is the full path's, and so
 is everything else: no bearer token or one not verified before, an actor not remembered, a
 referrer, any filter, a parameter in another form, SQLite.
@@ -26,15 +22,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
-from sqlalchemy import true
 
 from referral import audit
-from referral.audit.chain import AuditKeys, stage_where
+from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
-from referral.lean import Compiled, LeanAnswer, LeanStatements, RememberedActors, staged_values
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors
 from referral.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
 
 _PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
@@ -76,12 +71,11 @@ class LeanCaseList(LeanAnswer):
         self,
         statements: LeanStatements,
         remembered: RememberedActors,
-        audit_keys: AuditKeys,
+        sealer: Sealer,
         keys: CaseKeys,
     ) -> None:
-        super().__init__(statements, remembered, audit_keys)
+        super().__init__(statements, remembered, sealer)
         self._keys = keys
-        self._stage: Compiled | None = None
 
     async def answer(self, request: Request) -> Response | None:
         params = page_asked(request.scope["query_string"])
@@ -101,7 +95,7 @@ class LeanCaseList(LeanAnswer):
         if not found:
             return None  # an empty page, or an actor that no longer holds
         rows, cursor = repository.listed_page(found, params)
-        # built before the event is staged: a page that cannot be built leaves no event
+        # built first: a page that cannot be built leaves no event
         response = views.list_page_response(self._keys.ring, rows, cursor)
         event = audit.build_event(
             request,
@@ -110,15 +104,8 @@ class LeanCaseList(LeanAnswer):
             resource_ids=[repository.listed_id(row) for row in rows],
             actor=access.actor,
         )
-        if self._stage is None:
-            self._stage = self._statements.compile(stage_where(true()))
-        staged = await self._statements.fetchrow(
-            self._stage, staged_values(self._audit_keys, event)
-        )
-        if staged is None:  # the statement stages unconditionally: a fault, not a decision
-            raise RuntimeError("the list's audit event was not staged")
         request.state.actor = access.actor
-        await request.app.state.sealer.sealed()  # answered once its event is chained
+        await self._sealer.chained(event)  # answered only once its event is in the chain
         return response
 
 

@@ -4,19 +4,20 @@ A case read by an actor this worker has already authenticated (`KnownActors`) is
 here, before the route's dependencies run: one statement, sent on the pooled connection's
 asyncpg driver in autocommit, that
 
-- checks in the database, as it runs, that the token's session is in force and the account
-  is still the one remembered (`auth.dependencies.still_the_actor`),
 - reads the case under the access rule with every record of it the actor may read, built by
-  the same code as the full path's statement (`repository.case_row_statement`), and
-- stages the read's audit event, MAC'd beforehand, only where both hold and the case is in
-  the actor's own scope (`audit.chain.stage_where`).
+  the same code as the full path's statement (`repository.case_row_statement`),
+- only where the case is in the actor's own scope, and the token's session is in force and
+  the account is still the one remembered, checked in the database as it runs
+  (`auth.dependencies.still_the_actor`).
 
-The answer is then built by the same view code and sent once the event is chained, as the
-full path does. Whatever this path cannot answer exactly as the full path would, it leaves to
-the full path, having changed nothing: no bearer token, a token not verified before, an
-actor not remembered or changed since, a referrer's view, a case missing or out of scope or
-reached by break-glass, a blind index moving to a new key, SQLite. Denials are therefore
-decided, answered and audited in one place only, the full path.
+The answer is then built by the same view code, and sent only once the sealer has written
+the read's audit event into the chain (`Sealer.chained`, ADR 0031).
+
+Whatever this path cannot answer exactly as the full path would, it leaves to the full path,
+having changed nothing: no bearer token, a token not verified before, an actor not
+remembered or changed since, a referrer's view, a case missing or out of scope or reached by
+break-glass, a blind index moving to a new key, SQLite. Denials are therefore decided,
+answered and audited in one place only, the full path.
 """
 
 from __future__ import annotations
@@ -25,27 +26,24 @@ import uuid
 from typing import Any
 
 from fastapi import Request, Response
-from sqlalchemy import and_, exists, select
+from sqlalchemy import select
 
 from referral import audit
-from referral.audit.chain import AuditKeys, stage_where
+from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
 from referral.cases.service import CaseKeys
-from referral.lean import LeanAnswer, LeanStatements, RememberedActors, staged_values
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors
 
 
 def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
-    """The read, the actor's check and the staging of the event, as one statement. The case
-    comes back only if its event was staged: the actor still holds and the case is in own
-    scope. Otherwise no row, and nothing written."""
+    """The read and the actor's check, as one statement: the case comes back only while the
+    actor still holds and the case is in their own scope; otherwise no row."""
     found = repository.case_row_statement(
         access, dialect.name, facts=False, parts=True, rereferrals=rereferrals
     ).cte("found")
-    actor_holds = still_the_actor(access.actor)
-    staged = stage_where(and_(found.c.in_own_scope, actor_holds), found).cte("staged")
-    return select(found).where(exists(select(staged.c.id)))
+    return select(found).where(found.c.in_own_scope, still_the_actor(access.actor))
 
 
 class LeanCaseRead(LeanAnswer):
@@ -55,10 +53,10 @@ class LeanCaseRead(LeanAnswer):
         self,
         statements: LeanStatements,
         remembered: RememberedActors,
-        audit_keys: AuditKeys,
+        sealer: Sealer,
         keys: CaseKeys,
     ) -> None:
-        super().__init__(statements, remembered, audit_keys)
+        super().__init__(statements, remembered, sealer)
         self._keys = keys
 
     async def answer(self, request: Request) -> Response | None:
@@ -70,20 +68,7 @@ class LeanCaseRead(LeanAnswer):
         except (KeyError, ValueError):
             return None  # the full path answers 422
         rereferrals = access.grant.view == "coordinator"
-        event = audit.build_event(
-            request,
-            action="case.read",
-            resource_type="case",
-            resource_ids=[case_id],
-            fields=views.detail_fields(rereferrals),
-            actor=access.actor,
-        )
-        values = {
-            "case_id": case_id,
-            **access.scope_params(),
-            **actor_params(access.actor),
-            **staged_values(self._audit_keys, event),
-        }
+        values = {"case_id": case_id, **access.scope_params(), **actor_params(access.actor)}
         sections = access.readable_sections
         compiled = access.prepared(
             "lean_case_read",
@@ -100,7 +85,16 @@ class LeanCaseRead(LeanAnswer):
         case, _, parts = repository.case_of_row(row, False, True, rereferrals)
         view = views.detail_view(self._keys.ring, self._keys.workflow, case, parts, sections)
         response = views.case_response(view, case.version)
-        await request.app.state.sealer.sealed()  # answered once its event is chained
+        # built first: an answer that cannot be built leaves no event
+        event = audit.build_event(
+            request,
+            action="case.read",
+            resource_type="case",
+            resource_ids=[case_id],
+            fields=views.detail_fields(rereferrals),
+            actor=access.actor,
+        )
+        await self._sealer.chained(event)  # answered only once its event is in the chain
         return response
 
     def _access(self, request: Request) -> Access | None:

@@ -5,18 +5,19 @@ the full path remembers each JSON answer it gives an actor who is not limited to
 municipality, keyed by the exact path and query string asked (`PublishedAnswers`). When the
 same query is asked again by an actor this worker has already authenticated
 (`lean.RememberedActors`) with the same access, it is answered here, before the route's
-dependencies run, with one statement that stages the query's audit event (the same event,
-MAC'd beforehand) only where
+dependencies run, after one statement that checks that
 
 - the token's session is in force and the account is still the one remembered
   (`auth.dependencies.still_the_actor`), and
 - the snapshot the answer came from is still the latest publication.
 
-The remembered answer is sent once the event is chained. Anything else is the full path's,
-this path having written nothing: no bearer token or one not verified before, an actor not
-remembered or changed since, one limited to their own municipality, a CSV answer, a query not
-answered before, a newer publication, SQLite. So validation, denials and their audit stay in
-one place, the route.
+The remembered answer is sent only once the sealer has written the query's audit event (the
+same event as the full path's) into the chain (`Sealer.chained`, ADR 0031).
+
+Anything else is the full path's, this path having written nothing: no bearer token or one
+not verified before, an actor not remembered or changed since, one limited to their own
+municipality, a CSV answer, a query not answered before, a newer publication, SQLite. So
+validation, denials and their audit stay in one place, the route.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request, Response
-from sqlalchemy import Uuid, and_, bindparam
+from sqlalchemy import Uuid, bindparam, literal, select
 
 from referral import audit
-from referral.audit.chain import AuditKeys, stage_where
+from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.actor import Actor
-from referral.lean import LeanAnswer, LeanStatements, RememberedActors, staged_values
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors
 from referral.stats import service
 
 ACTION = "stats.query"
@@ -94,10 +95,9 @@ class PublishedAnswers:
 
 
 def _statement(actor: Actor) -> Any:
-    """The staging of the query's event, only where the actor still holds and the answer's
-    snapshot is still the latest; its id comes back, or no row and nothing written."""
+    """A row only while the actor still holds and the answer's snapshot is the latest."""
     still_latest = service.latest_snapshot_id() == bindparam("snapshot_id", type_=Uuid)
-    return stage_where(and_(still_the_actor(actor), still_latest))
+    return select(literal(True)).where(still_the_actor(actor), still_latest)
 
 
 class LeanStatsQuery(LeanAnswer):
@@ -108,10 +108,10 @@ class LeanStatsQuery(LeanAnswer):
         self,
         statements: LeanStatements,
         remembered: RememberedActors,
-        audit_keys: AuditKeys,
+        sealer: Sealer,
         answers: PublishedAnswers | None = None,
     ) -> None:
-        super().__init__(statements, remembered, audit_keys)
+        super().__init__(statements, remembered, sealer)
         self._answers = answers or PublishedAnswers()
 
     def remember(self, request: Request, answer: PublishedAnswer) -> None:
@@ -127,6 +127,13 @@ class LeanStatsQuery(LeanAnswer):
         if access is None or service.limited_to_own_area(access):
             return None  # the full path's 403, or an answer limited to one municipality
         actor = access.actor
+        values = {"snapshot_id": published.snapshot_id, **actor_params(actor)}
+        compiled = access.prepared(
+            "lean_stats_query", lambda: self._statements.compile(_statement(actor))
+        )
+        if await self._statements.fetchrow(compiled, values) is None:
+            return None  # a changed account, or a newer publication
+        request.state.actor = actor
         event = audit.build_event(
             request,
             action=ACTION,
@@ -136,18 +143,7 @@ class LeanStatsQuery(LeanAnswer):
             purpose=published.purpose,
             actor=actor,
         )
-        values = {
-            "snapshot_id": published.snapshot_id,
-            **actor_params(actor),
-            **staged_values(self._audit_keys, event),
-        }
-        compiled = access.prepared(
-            "lean_stats_query", lambda: self._statements.compile(_statement(actor))
-        )
-        if await self._statements.fetchrow(compiled, values) is None:
-            return None  # a changed account, or a newer publication
-        request.state.actor = actor
-        await request.app.state.sealer.sealed()  # answered once its event is chained
+        await self._sealer.chained(event)  # answered only once its event is in the chain
         return Response(published.body, media_type=JSON)
 
 
