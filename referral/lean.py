@@ -24,6 +24,7 @@ from referral.auth.tokens import InvalidToken, VerifiedTokens
 from referral.authz.dependencies import Access, access_of
 from referral.authz.policy import AccessPolicy
 from referral.db import database_unavailable, unavailable_error
+from referral.models.base import utcnow
 
 _SCHEME = "bearer "
 
@@ -56,6 +57,26 @@ def compile_for_driver(statement: Any, dialect: Any) -> Compiled:
         given = bind.required or bind.value is None
         slots.append((bind.key if given else None, None if given else bind.value, process))
     return Compiled(compiled.string, tuple(slots))
+
+
+@dataclass(frozen=True, slots=True)
+class StillHolds:
+    """A lean statement that returns a row while a check holds, as the condition of
+    `Sealer.chained`: the round that would write the event runs it first, in its own
+    transaction. `values` leave out "now", bound when the round runs, so that the same check
+    asked by many requests is one statement per round (ADR 0031)."""
+
+    compiled: Compiled
+    values: frozenset[tuple[str, Any]]
+
+    @classmethod
+    def of(cls, compiled: Compiled, values: dict[str, Any]) -> StillHolds:
+        return cls(compiled, frozenset((k, v) for k, v in values.items() if k != "now"))
+
+    async def holds(self, connection: Any) -> bool:
+        arguments = self.compiled.arguments(dict(self.values) | {"now": utcnow()})
+        result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
+        return result.first() is not None
 
 
 class RememberedActors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
@@ -232,6 +233,7 @@ async def test_held_events_are_chained_with_the_staged_ones(trail):
     assert await _staged_ids(app) == []
     result = await _verify(app)
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 7, 0), result.reason
+    assert result.rechecked == 0  # written as the database renders them: no second look
 
 
 async def test_a_held_event_with_lists_the_chain_cannot_render_is_refused(trail):
@@ -288,3 +290,58 @@ async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
     assert waiting.request_id not in chained
     result = await _verify(app)
     assert result.ok, result.reason
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A condition for held events that answers as told and counts how often it is asked."""
+
+    name: str
+    answer: bool
+    asked: list = field(default_factory=list, compare=False, hash=False)
+
+    async def holds(self, connection) -> bool:
+        self.asked.append(connection)
+        return self.answer
+
+
+async def test_a_held_event_is_written_only_where_its_condition_holds(trail):
+    app, _, _ = trail
+    holds, fails = _Verdict("holds", True), _Verdict("fails", False)
+    kept = [_read_event() for _ in range(4)]
+    dropped = [_read_event() for _ in range(4)]
+    written = await asyncio.gather(
+        *(app.state.sealer.chained(event, where=holds) for event in kept),
+        *(app.state.sealer.chained(event, where=fails) for event in dropped),
+    )
+    assert written == [True] * 4 + [False] * 4
+    chained = await _chained_request_ids(app)
+    assert {event.request_id for event in kept} <= chained
+    assert not {event.request_id for event in dropped} & chained
+    # checked once for the events alike of a round, not once for each
+    assert 1 <= len(holds.asked) < 4
+    assert 1 <= len(fails.asked) < 4
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 4, 0), result.reason
+
+
+async def test_rounds_for_held_events_alone_chain_what_is_staged_at_least_every_while(
+    trail, monkeypatch
+):
+    """A round that only held events wait for need not read the staged ones: a request that
+    stages waits for a round that does. What a process that died left staged is still
+    chained, by the first round after _STAGED_AT_LEAST_EVERY seconds."""
+    app, client, _ = trail
+    await _denied(client)  # a round that read what was staged, just now
+    monkeypatch.setattr("referral.audit.sealer._STAGED_AT_LEAST_EVERY", 3600.0)
+    async with app.state.sessionmaker() as session, session.begin():
+        chain.track(session, synthetic_event(action="test.left_staged"))
+        await chain.stage_pending(session, app.state.audit_keys)  # and nobody waits for it
+    (left,) = await _staged_ids(app)
+    assert await app.state.sealer.chained(_read_event())
+    assert await _staged_ids(app) == [left]  # that round did not read it
+    monkeypatch.setattr("referral.audit.sealer._STAGED_AT_LEAST_EVERY", 0.0)
+    assert await app.state.sealer.chained(_read_event())
+    assert await _staged_ids(app) == []
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 4, 0), result.reason

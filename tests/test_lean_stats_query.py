@@ -1,12 +1,13 @@
 """The lean statistics query (ADR 0029, 0031): on PostgreSQL, a query asked before, by an actor
 this worker has already authenticated and who is not limited to one municipality, is answered
-from the same snapshot after one statement that checks the actor and the snapshot, its audit
-event written into the chain by the sealer's round. It must answer exactly as the full path
+from the same snapshot with no statement of its own: the sealer's round that writes its audit
+event checks the actor and the snapshot first. It must answer exactly as the full path
 does, with the same event, never answer from a snapshot that is no longer the latest, and
 leave everything else to the full path having written nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 from types import SimpleNamespace
@@ -20,7 +21,14 @@ from referral.models.enums import Agency, Role
 from referral.stats.lean_query import PublishedAnswer, PublishedAnswers
 from tests.case_world import make_town
 from tests.conftest import bearer, login
-from tests.helpers import assert_trail_whole, built, event_facts, observed_get, refusing_events_of
+from tests.helpers import (
+    assert_trail_whole,
+    built,
+    counting,
+    event_facts,
+    observed_get,
+    refusing_events_of,
+)
 
 URL = "/api/v1/stats/referrals"
 QUERY = {"period": str(date.today().year - 1), "breakdown": "concern"}
@@ -49,12 +57,13 @@ async def test_a_query_asked_again_is_one_statement_answering_as_the_full_path(
     assert len(statements) > 1  # the full path: the actor, the cells, the event
     assert [e.outcome for e in events] == ["allowed"]
 
-    lean, statements, lean_events = await _ask(app, client, national.headers)
+    rounds: list[str] = []
+    with counting(app, rounds):
+        lean, statements, lean_events = await _ask(app, client, national.headers)
     assert lean.status_code == 200
-    assert len(statements) == 1, statements
-    assert "auth_session" in statements[0]
-    assert "stats_snapshot" in statements[0]
-    assert "INSERT" not in statements[0]  # the event is the sealer's round's to write
+    assert statements == []  # none of its own: the round that writes its event checks
+    (check,) = [s for s in rounds if "auth_session" in s]
+    assert "stats_snapshot" in check
 
     lean_query, app.state.lean_stats_query = app.state.lean_stats_query, None
     try:
@@ -73,17 +82,17 @@ async def test_a_query_asked_again_is_one_statement_answering_as_the_full_path(
 async def test_a_newer_publication_is_never_answered_from_the_older_one(app, client, national):
     before, _, _ = await _ask(app, client, national.headers)
     _, statements, _ = await _ask(app, client, national.headers)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
     newer = await built(client, national.headers, as_of=date.today().isoformat())
     assert newer["status"] == "published"
 
     after, statements, events = await _ask(app, client, national.headers)
     assert after.status_code == 200
-    assert len(statements) > 1  # the lean statement found nothing; the full path answered
+    assert len(statements) > 1  # the round found a newer snapshot; the full path answered
     assert after.json()["snapshot_id"] == newer["snapshot"]["id"] != before.json()["snapshot_id"]
     assert [(e.outcome, e.resource_ids) for e in events] == [("allowed", [newer["snapshot"]["id"]])]
     lean, statements, _ = await _ask(app, client, national.headers)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
     assert lean.json()["snapshot_id"] == newer["snapshot"]["id"]
 
 
@@ -93,7 +102,7 @@ async def test_an_account_changed_or_signed_out_since_is_decided_afresh(
 ):
     await _ask(app, client, national.headers)
     _, statements, _ = await _ask(app, client, national.headers)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
     async with app.state.sessionmaker() as s, s.begin():
         await s.exec(update(User).where(User.id == national.id).values(role=Role.auditor))
     refused, _, events = await _ask(app, client, national.headers)
@@ -139,7 +148,7 @@ async def test_a_municipal_analyst_a_csv_and_a_new_or_bad_query_take_the_full_pa
     for _ in range(2):
         await _ask(app, client, national.headers, own)
     _, statements, _ = await _ask(app, client, national.headers, own)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
     elsewhere = await make_town(client, world)
     await _ask(app, client, elsewhere.analyst.headers, own)  # now known to this worker
     refused, statements, events = await _ask(app, client, elsewhere.analyst.headers, own)
@@ -169,7 +178,22 @@ async def test_a_municipal_analyst_a_csv_and_a_new_or_bad_query_take_the_full_pa
     assert response.status_code == 200
     assert len(statements) > 1
     response, statements, _ = await _ask(app, client, national.headers, asked_anew)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
+
+
+@pytest.mark.postgres_only
+async def test_queries_alike_held_by_one_round_are_checked_once(app, client, national):
+    await _ask(app, client, national.headers)
+    rounds: list[str] = []
+    with counting(app, rounds) as statements:
+        answers = await asyncio.gather(
+            *(client.get(URL, params=QUERY, headers=national.headers) for _ in range(12))
+        )
+    assert [a.status_code for a in answers] == [200] * 12
+    assert statements == []
+    checks = [s for s in rounds if "auth_session" in s]
+    assert 1 <= len(checks) < 12, len(checks)  # one per round, not one per query
+    await assert_trail_whole(app)
 
 
 @pytest.mark.postgres_only
@@ -184,13 +208,13 @@ async def test_lean_queries_leave_the_trail_whole(app, client, national):
 async def test_no_statistics_leave_without_their_audit_event(app, client, national):
     await _ask(app, client, national.headers)
     _, statements, _ = await _ask(app, client, national.headers)
-    assert len(statements) == 1
+    assert statements == []  # the lean query
     async with refusing_events_of(app, "stats.query") as failing:
         response, statements, events = await _ask(app, failing, national.headers)
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "cells" not in response.text
-    assert len(statements) == 1  # the lean statement; its event was refused; nothing sent
+    assert statements == []  # its round failed on the refused event; nothing sent
     assert events == []
 
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +37,28 @@ logger = logging.getLogger("referral.audit")
 SEALER_OPTION = "audit_sealer"
 _AFTER_A_FAILURE = 0.2  # seconds before a database that just failed is asked again
 _RETRY_AT_MOST = 30.0  # seconds between tries while no request waits
+# A round that only held events wait for reads the staged ones too if none has for this
+# long: what a process that died left staged is chained within it (ADR 0031).
+_STAGED_AT_LEAST_EVERY = 1.0
+
+
+class Condition(Hashable, Protocol):
+    """What a held event is chained under: checked once per round for all the events that
+    share it (equal conditions), in the round's transaction, before the head is locked."""
+
+    async def holds(self, connection: Any) -> bool: ...
+
+
+@dataclass(eq=False)
+class _Held:
+    """An event handed to the next round, and what its request awaits: the round's failure,
+    or whether the event was written (False: its condition did not hold)."""
+
+    event: Any
+    where: Condition | None
+    answer: asyncio.Future[Exception | bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Sealer:
@@ -42,13 +67,12 @@ class Sealer:
         self._keys = keys
         self._wait_seconds = wait_seconds
         self._waiting: list[asyncio.Future[None]] = []
-        # events handed to the next round, each with what its request awaits: the round's
-        # failure, or None once the round that wrote it has committed
-        self._held: list[tuple[Any, asyncio.Future[Exception | None]]] = []
+        self._held: list[_Held] = []  # events handed to the next round
         self._rounds: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None  # ends a pause between tries
         self._closing = False
         self._moved = False  # whether a round has moved the chain to this process's key
+        self._staged_read_at = float("-inf")  # when a round last chained what was staged
 
     async def sealed(self) -> None:
         """Return once every event committed before this call is chained.
@@ -66,35 +90,34 @@ class Sealer:
         except TimeoutError:
             logger.warning("audit events are staged but not yet chained; a later round will")
 
-    async def chained(self, event: Any) -> None:
-        """Return once `event`, held here and never staged, is committed in the chain.
+    async def chained(self, event: Any, where: Condition | None = None) -> bool:
+        """Return once `event`, held here and never staged, is committed in the chain: True.
+        With `where`, the event is written only if the condition holds when its round runs;
+        False, with nothing written, if it does not.
 
         For the event of a request that changed nothing: its answer waits here and is sent
-        only if this returns. If the round fails, this raises: 503 if the database cannot
-        serve, else the fault itself (a 500). If no round has committed it within
+        only if this returns True. If the round fails, this raises: 503 if the database
+        cannot serve, else the fault itself (a 500). If no round has committed it within
         `wait_seconds`, 503; an event a round had already taken may still be written then,
         recording a read that was refused: the trail over-records, never under-records."""
         check_recordable(event)
-        entry: tuple[Any, asyncio.Future[Exception | None]] = (
-            event,
-            asyncio.get_running_loop().create_future(),
-        )
-        self._held.append(entry)
+        held = _Held(event, where)
+        self._held.append(held)
         self._wake()
         self.start()
         try:
-            failure = await asyncio.wait_for(asyncio.shield(entry[1]), self._wait_seconds)
+            answer = await asyncio.wait_for(asyncio.shield(held.answer), self._wait_seconds)
         except TimeoutError:
-            self._held = [held for held in self._held if held is not entry]
+            self._held = [other for other in self._held if other is not held]
             logger.warning("an audit event was not chained in time; its request is refused")
             raise ServiceUnavailable(
                 "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
             ) from None
-        if failure is None:
-            return
-        if database_unavailable(failure):
-            raise unavailable_error(failure) from failure
-        raise RuntimeError("the audit event could not be chained") from failure
+        if isinstance(answer, bool):
+            return answer
+        if database_unavailable(answer):
+            raise unavailable_error(answer) from answer
+        raise RuntimeError("the audit event could not be chained") from answer
 
     def start(self) -> None:
         """Run rounds until no one is waiting and the last round succeeded (also on startup,
@@ -110,8 +133,8 @@ class Sealer:
         if self._rounds is not None:
             await asyncio.wait([self._rounds])
         held, self._held = self._held, []
-        for _, done in held:
-            done.set_result(RuntimeError("the sealer has stopped"))
+        for each in held:
+            each.answer.set_result(RuntimeError("the sealer has stopped"))
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -122,13 +145,13 @@ class Sealer:
         while True:
             waiting, self._waiting = self._waiting, []
             held, self._held = self._held, []
-            failure = await self._round([event for event, _ in held])
+            failure, written = await self._round(held, staged=self._reads_staged(waiting, held))
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
-            for _, answered in held:
-                if not answered.done():
-                    answered.set_result(failure)
+            for each in held:
+                if not each.answer.done():
+                    each.answer.set_result(failure if failure is not None else each in written)
             failed = failure is not None
             failures = failures + 1 if failed else 0
             if not failed and not self._expected():
@@ -139,6 +162,13 @@ class Sealer:
                     await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2 ** min(failures, 8)))
             if self._closing and not self._expected():
                 return
+
+    def _reads_staged(self, waiting: list[asyncio.Future[None]], held: list[_Held]) -> bool:
+        """Whether a round reads the staged events: when a request that staged waits for it,
+        when there is nothing else to do, and at least every _STAGED_AT_LEAST_EVERY
+        seconds. A round for reads alone saves a round trip to the database."""
+        overdue = time.monotonic() - self._staged_read_at > _STAGED_AT_LEAST_EVERY
+        return bool(waiting) or not held or overdue
 
     def _expected(self) -> bool:
         """Whether a request awaits a round."""
@@ -152,24 +182,47 @@ class Sealer:
         finally:
             self._wakeup = None
 
-    async def _round(self, held: list[Any]) -> Exception | None:
-        """Chain what is staged, then `held`, in one transaction; its failure, or None."""
+    async def _round(
+        self, held: list[_Held], *, staged: bool = True
+    ) -> tuple[Exception | None, set[_Held]]:
+        """Chain what is staged (if `staged`), then those of `held` whose condition holds, in
+        one transaction: its failure or None, and the held events it wrote."""
+        started = time.monotonic()
         try:
             async with self._engine.begin() as connection:
                 connection = await connection.execution_options(**{SEALER_OPTION: True})
-                outcome = await seal_staged(connection, self._keys, move=not self._moved, held=held)
+                written = await _holding(connection, held)
+                outcome = await seal_staged(
+                    connection,
+                    self._keys,
+                    move=not self._moved,
+                    held=[each.event for each in held if each in written],
+                    staged=staged,
+                )
         except Exception as exc:
             logger.exception(
                 "could not chain the audit events; the staged stay staged, and the %d held "
                 "are refused with their requests",
                 len(held),
             )
-            return exc
+            return exc, set()
         self._moved = True
+        if staged:
+            self._staged_read_at = started
         if outcome.refused:
             logger.error(
                 "staged audit events %s do not carry the audit key's MAC: written outside "
                 "the application; left in place for the auditor",
                 outcome.refused[:20],
             )
-        return None
+        return None, written
+
+
+async def _holding(connection: Any, held: list[_Held]) -> set[_Held]:
+    """The held events whose condition holds now (or that have none), each distinct
+    condition checked once."""
+    verdicts: dict[Condition, bool] = {}
+    for each in held:
+        if each.where is not None and each.where not in verdicts:
+            verdicts[each.where] = await each.where.holds(connection)
+    return {each for each in held if each.where is None or verdicts[each.where]}

@@ -1,18 +1,19 @@
-"""The audited statistics query in one statement on the driver, on PostgreSQL (ADR 0029).
+"""The audited statistics query answered from the publication, on PostgreSQL (ADR 0029).
 
 A published snapshot never changes, so the answer to a query of it never changes either:
 the full path remembers each JSON answer it gives an actor who is not limited to their own
 municipality, keyed by the exact path and query string asked (`PublishedAnswers`). When the
 same query is asked again by an actor this worker has already authenticated
 (`lean.RememberedActors`) with the same access, it is answered here, before the route's
-dependencies run, after one statement that checks that
+dependencies run. Its audit event (the same as the full path's) goes to the sealer, whose
+next round writes it into the chain only where one statement finds that
 
 - the token's session is in force and the account is still the one remembered
   (`auth.dependencies.still_the_actor`), and
-- the snapshot the answer came from is still the latest publication.
+- the snapshot the answer came from is still the latest publication;
 
-The remembered answer is sent only once the sealer has written the query's audit event (the
-same event as the full path's) into the chain (`Sealer.chained`, ADR 0031).
+that statement runs once per round for all the queries alike that it holds (ADR 0031). The
+remembered answer is sent only once the round has committed the event.
 
 Anything else is the full path's, this path having written nothing: no bearer token or one
 not verified before, an actor not remembered or changed since, one limited to their own
@@ -34,7 +35,7 @@ from referral import audit
 from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.actor import Actor
-from referral.lean import LeanAnswer, LeanStatements, RememberedActors
+from referral.lean import LeanAnswer, LeanStatements, RememberedActors, StillHolds
 from referral.stats import service
 
 ACTION = "stats.query"
@@ -127,13 +128,10 @@ class LeanStatsQuery(LeanAnswer):
         if access is None or service.limited_to_own_area(access):
             return None  # the full path's 403, or an answer limited to one municipality
         actor = access.actor
-        values = {"snapshot_id": published.snapshot_id, **actor_params(actor)}
         compiled = access.prepared(
             "lean_stats_query", lambda: self._statements.compile(_statement(actor))
         )
-        if await self._statements.fetchrow(compiled, values) is None:
-            return None  # a changed account, or a newer publication
-        request.state.actor = actor
+        values = {"snapshot_id": published.snapshot_id, **actor_params(actor)}
         event = audit.build_event(
             request,
             action=ACTION,
@@ -143,7 +141,10 @@ class LeanStatsQuery(LeanAnswer):
             purpose=published.purpose,
             actor=actor,
         )
-        await self._sealer.chained(event)  # answered only once its event is in the chain
+        # checked by the round that writes the event, once for every query it holds alike
+        if not await self._sealer.chained(event, where=StillHolds.of(compiled, values)):
+            return None  # a changed account, or a newer publication: nothing written
+        request.state.actor = actor
         return Response(published.body, media_type=JSON)
 
 
