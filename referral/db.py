@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
@@ -72,18 +73,24 @@ def create_engine(settings: Settings, *, batch: bool = False) -> AsyncEngine:
     deadline: an operator runs it and watches its progress, and at national scale a single
     statement of a snapshot or a retention run can outlast a deadline meant for requests."""
     options = {"compiled_cache": StatementCache()}
+    # JSON read from the database is parsed by orjson: the same values as json.loads, in a
+    # fraction of the time (a case read parses its records as JSON). What is written stays
+    # json.dumps's text, which the audit chain's rendering on PostgreSQL expects.
+    parse_json = orjson.loads
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url,
             connect_args={"timeout": 30},
             pool_pre_ping=False,
             execution_options=options,
+            json_deserializer=parse_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
         settings.database_url,
         execution_options=options,
+        json_deserializer=parse_json,
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_timeout=settings.database_pool_timeout_seconds,
