@@ -94,12 +94,7 @@ def _run_section(run: dict) -> list[str]:
             f"- Database ceiling (pgbench, {pgbench['clients']} clients): the "
             + ("one statement" if one else f"{pgbench['statements']} statements")
             + " of one audited read, captured from the app, "
-            + (
-                "without the sealer's round that chains its event (shared by the requests "
-                "waiting at the time), "
-                if pgbench.get("audit") == "staged"
-                else ""
-            )
+            + _pgbench_audit(pgbench.get("audit"))
             + ("run alone" if one else "as one transaction run")
             + f" at **{pgbench['tps']:,.0f} tps** (average "
             f"{pgbench['latency_avg_ms']} ms). That is {pgbench['tps'] / ceiling:.1%} of the "
@@ -117,6 +112,21 @@ def _run_section(run: dict) -> list[str]:
     elif pgbench:
         lines.append(f"- pgbench: not measured ({pgbench})")
     return [*lines, ""]
+
+
+def _pgbench_audit(audit: str | None) -> str:
+    """What of a read's audit the replayed statements leave out."""
+    if audit == "staged":
+        return (
+            "without the sealer's round that chains its event (shared by the requests "
+            "waiting at the time), "
+        )
+    if audit == "held":
+        return (
+            "which writes nothing: its event is written by the sealer's round, shared by the "
+            "requests waiting at the time and left out here (ADR 0031), "
+        )
+    return ""
 
 
 def _short_runs(run: dict) -> list[str]:

@@ -626,7 +626,7 @@ def main() -> None:
             (BENCH_DIR / "audited-read.sql").write_text(script)
             result["pgbench_audited_read"] = run_pgbench(
                 database.url, script, args.clients, args.seconds
-            ) | {"audit": "staged"}  # the event staged; its sealer round left out (ADR 0014)
+            ) | {"audit": "held"}  # the event is the sealer round's to write (ADR 0031)
             print(json.dumps(result["pgbench_audited_read"]), flush=True)
     finally:
         for running in (process, small_process):
