@@ -73,18 +73,21 @@ class Settings(DatabaseSettings):
     # gives up: many minutes. Longer than any statement a request makes at 1M cases. The
     # CLI's batch commands have none (db.create_engine).
     database_statement_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
-    # how long a request waits for its audit events to be chained (ADR 0014)
+    # how long a request waits for its audit events to be chained (ADR 0014); a lean
+    # answer's event is not staged, so past this its request is refused with 503 (ADR 0031)
     audit_seal_wait_seconds: float = Field(default=2.0, gt=0)
     # On PostgreSQL, a case read by an actor already signed in on this worker is one
     # statement on the driver, the full path answering whatever it cannot (ADR 0028). Off,
     # every read takes the full path: for an operator who suspects the lean one.
     lean_case_reads: bool = True
     # On PostgreSQL, a statistics query asked before, by an actor already signed in on this
-    # worker and not limited to one municipality, is answered from the same snapshot with
-    # one statement that stages its audit event (ADR 0029). Off, every query is the full path.
+    # worker and not limited to one municipality, is answered from the same snapshot, its
+    # audit event written by the sealer's round while the actor and the snapshot still hold
+    # (ADR 0029, 0031). Off, every query is the full path.
     lean_stats_queries: bool = True
     # On PostgreSQL, an unfiltered list page asked by an actor already signed in on this
-    # worker is two statements on the driver: the page, then its audit event (ADR 0030).
+    # worker is one statement on the driver, its audit event written by the sealer's round
+    # (ADR 0030, 0031). Off, every list is the full path.
     lean_case_lists: bool = True
 
     jwt_secret: SecretStr | None = None

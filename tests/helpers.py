@@ -24,6 +24,7 @@ from referral.audit import chain
 from referral.audit.sealer import SEALER_OPTION
 from referral.config import SECRET_FIELDS, Settings
 from referral.main import create_app
+from referral.models import CaseFile
 from referral.models.base import utcnow
 from tests.databases import ScratchDatabase
 
@@ -256,14 +257,34 @@ async def refusing_events_of(app, action: str) -> AsyncIterator[httpx.AsyncClien
                     f"CHECK (action <> '{action}') NOT VALID"
                 )
             )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+        async with _answering_500s(app) as failing:
             yield failing
     finally:
         async with app.state.engine.begin() as connection:
             for table in tables:
                 await connection.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}"))
+
+
+@asynccontextmanager
+async def garbled_name_of(app, case_id: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that gets the app's 500s as answers, once the case's given name no longer
+    decrypts (a ciphertext of the right form under no key's tag)."""
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.exec(
+            update(CaseFile)
+            .where(col(CaseFile.id) == uuid.UUID(case_id))
+            .values(given_name_enc="v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        )
+    async with _answering_500s(app) as failing:
+        yield failing
+
+
+@asynccontextmanager
+async def _answering_500s(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
 
 
 async def observed_get(app, client: httpx.AsyncClient, url: str, headers: dict, **kwargs):

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import update
 
 from referral.cases.lean_list import page_asked
-from referral.models import AuthSession, CaseFile, User
+from referral.models import AuthSession, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency
 from referral.pagination import PageParams
 from tests.case_world import force_state, make_town, new_case
-from tests.helpers import assert_trail_whole, event_facts, observed_get, refusing_events_of
+from tests.helpers import (
+    assert_trail_whole,
+    event_facts,
+    garbled_name_of,
+    observed_get,
+    refusing_events_of,
+)
 
 
 @pytest.fixture
@@ -192,14 +197,7 @@ async def test_a_page_that_cannot_be_built_records_no_event(app, client, town):
     case_id = await new_case(client, town.referrer)
     headers = town.coordinator.headers
     await _list(app, client, headers)
-    async with app.state.sessionmaker() as s, s.begin():
-        await s.exec(
-            update(CaseFile)
-            .where(CaseFile.id == uuid.UUID(case_id))
-            .values(given_name_enc="v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-        )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+    async with garbled_name_of(app, case_id) as failing:
         response, statements, events = await _list(app, failing, headers)
     assert response.status_code == 500
     assert len(statements) == 1  # the page was read, and failed to decrypt: no event

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import update
 
 from referral.auth.dependencies import KnownActors
 from referral.auth.tokens import TokenClaims
 from referral.authz.actor import Actor as AuthzActor
-from referral.models import AuthSession, CaseFile, User
+from referral.models import AuthSession, User
 from referral.models.base import utcnow
 from referral.models.enums import Agency
 from tests.case_world import force_state, make_town, new_case, screen_and_assess
-from tests.helpers import assert_trail_whole, event_facts, observed_get, refusing_events_of
+from tests.helpers import (
+    assert_trail_whole,
+    event_facts,
+    garbled_name_of,
+    observed_get,
+    refusing_events_of,
+)
 
 REASON = "Synthetic reason: the person is known to our service and at immediate risk."
 
@@ -212,14 +217,7 @@ async def test_no_case_data_leaves_without_its_audit_event(app, client, town, ca
 @pytest.mark.postgres_only
 async def test_a_case_that_cannot_be_built_records_no_read(app, client, town, case_at_panel):
     await _read(app, client, town.coordinator.headers, case_at_panel)
-    async with app.state.sessionmaker() as s, s.begin():
-        await s.exec(
-            update(CaseFile)
-            .where(CaseFile.id == uuid.UUID(case_at_panel))
-            .values(given_name_enc="v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-        )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as failing:
+    async with garbled_name_of(app, case_at_panel) as failing:
         response, statements, events = await _read(
             app, failing, town.coordinator.headers, case_at_panel
         )
