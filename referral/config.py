@@ -89,6 +89,11 @@ class Settings(DatabaseSettings):
     # worker is one statement on the driver, its audit event written by the sealer's round
     # (ADR 0030, 0031). Off, every list is the full path.
     lean_case_lists: bool = True
+    # On PostgreSQL, a referral from an actor already signed in on this worker, with a body
+    # and key the full path would take, is written by the sealer's round with its audit
+    # event, in one statement and one transaction (ADR 0032). Off, every referral is the
+    # full path.
+    lean_intakes: bool = True
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

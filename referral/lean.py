@@ -11,8 +11,8 @@ the remembered actor still holds (`auth.dependencies.still_the_actor`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import asyncpg
 from fastapi import Request
@@ -75,6 +75,23 @@ class StillHolds:
 
     async def holds(self, connection: Any) -> bool:
         arguments = self.compiled.arguments(dict(self.values) | {"now": utcnow()})
+        result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
+        return result.first() is not None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Change:
+    """A lean statement that makes a change, as the condition of `Sealer.chained`: the round
+    runs it in its own transaction and writes the event only if it returned a row, so the
+    change and the event that records it commit together, or neither does (ADR 0032). Each
+    change is a condition of its own (equal only to itself)."""
+
+    compiled: Compiled = field(repr=False)
+    values: dict[str, Any] = field(repr=False)  # a person's data: never in a log
+    changes: ClassVar[bool] = True
+
+    async def holds(self, connection: Any) -> bool:
+        arguments = self.compiled.arguments(self.values)
         result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
         return result.first() is not None
 

@@ -19,6 +19,7 @@ from referral.audit.verifications import Verifier
 from referral.auth import passwords, tokens
 from referral.auth.dependencies import KnownActors
 from referral.authz.policy import load_access_policy
+from referral.cases.lean_intake import LeanIntake
 from referral.cases.lean_list import LeanCaseList
 from referral.cases.lean_read import LeanCaseRead
 from referral.cases.service import CaseKeys
@@ -119,6 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.lean_case_list = (
         LeanCaseList(app.state.lean_statements, remembered, sealer, app.state.case_keys)
         if lean and settings.lean_case_lists
+        else None
+    )
+    app.state.lean_intake = (
+        LeanIntake(app.state.lean_statements, remembered, sealer, app.state.case_keys)
+        if lean and settings.lean_intakes
         else None
     )
     app.state.lean_stats_query = (

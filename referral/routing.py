@@ -22,7 +22,7 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
-def _media_type(request: Request) -> str | None:
+def media_type_of(request: Request) -> str | None:
     value = request.headers.get("content-type")
     if not value:
         return None
@@ -111,7 +111,7 @@ class ProblemRoute(APIRoute):
         expects_form = isinstance(self.body_field.field_info, params.Form)
 
         async def checked_handler(request: Request) -> Response:
-            media_type = _media_type(request)
+            media_type = media_type_of(request)
             if media_type is not None:
                 ok = media_type in FORM_TYPES if expects_form else is_json(media_type)
                 if not ok:

@@ -290,9 +290,16 @@ async def _answering_500s(app) -> AsyncIterator[httpx.AsyncClient]:
 async def observed_get(app, client: httpx.AsyncClient, url: str, headers: dict, **kwargs):
     """A GET as the user sends it, with what it cost and left: the answer, the statements
     sent for it (`counting`), and the audit events of its request, once they are chained."""
+    return await observed(app, client, "GET", url, headers, **kwargs)
+
+
+async def observed(app, client: httpx.AsyncClient, method: str, url: str, headers: dict, **kwargs):
+    """`observed_get` for any method."""
     request_id = uuid.uuid4().hex
     with counting(app) as statements:
-        response = await client.get(url, headers={**headers, "X-Request-ID": request_id}, **kwargs)
+        response = await client.request(
+            method, url, headers={**headers, "X-Request-ID": request_id}, **kwargs
+        )
     await app.state.sealer.sealed()
     return response, statements, await audit_events(app, request_id=request_id)
 

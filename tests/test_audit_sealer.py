@@ -345,3 +345,104 @@ async def test_rounds_for_held_events_alone_chain_what_is_staged_at_least_every_
     assert await _staged_ids(app) == []
     result = await _verify(app)
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 4, 0), result.reason
+
+
+# --- changes made by the round (ADR 0032) ----------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Change:
+    """A condition that is a change: it writes a row of its own in the round's transaction
+    (or raises, if told to), as the lean intake's claim and case do."""
+
+    label: str
+    fault: Exception | None = None
+    release: asyncio.Event | None = None
+    changes = True
+
+    async def holds(self, connection) -> bool:
+        if self.release is not None:
+            await self.release.wait()
+        if self.fault is not None:
+            raise self.fault
+        await connection.execute(
+            text("INSERT INTO test_change (label) VALUES (:label)"), {"label": self.label}
+        )
+        return True
+
+
+@pytest.fixture
+async def changes(trail):
+    app, _, _ = trail
+    async with app.state.engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE test_change (label VARCHAR(40))"))
+    return trail
+
+
+async def _changed(app) -> set[str]:
+    async with app.state.engine.connect() as connection:
+        return set((await connection.execute(text("SELECT label FROM test_change"))).scalars())
+
+
+async def test_a_change_and_its_event_commit_together_or_not_at_all(changes, failing_rounds):
+    app, _, _ = changes
+    lost = _read_event()
+    with pytest.raises(ServiceUnavailable):  # the round failed after the change was made
+        await app.state.sealer.chained(lost, where=_Change("lost"))
+    failing_rounds.undo()
+    made = _read_event()
+    assert await app.state.sealer.chained(made, where=_Change("made"))
+    assert await _changed(app) == {"made"}
+    chained = await _chained_request_ids(app)
+    assert made.request_id in chained
+    assert lost.request_id not in chained
+
+
+async def test_a_change_that_fails_refuses_its_request_alone(changes):
+    """One request's change failing is that request's 500: the others of its round are
+    written by the round run again without it."""
+    app, _, _ = changes
+    release = asyncio.Event()
+    first = _Change("first", release=release)  # keeps the round busy until all are held
+    bad = _Change("bad", fault=ValueError("a fault of this request's own"))
+    events = {name: _read_event() for name in ("first", "bad", "plain", "after")}
+    tasks = {
+        "first": asyncio.create_task(app.state.sealer.chained(events["first"], where=first)),
+    }
+    await asyncio.sleep(0.05)
+    tasks["bad"] = asyncio.create_task(app.state.sealer.chained(events["bad"], where=bad))
+    tasks["plain"] = asyncio.create_task(app.state.sealer.chained(events["plain"]))
+    tasks["after"] = asyncio.create_task(
+        app.state.sealer.chained(events["after"], where=_Change("after"))
+    )
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await tasks["first"]
+    with pytest.raises(RuntimeError, match="could not be chained") as refused:
+        await tasks["bad"]
+    assert isinstance(refused.value.__cause__, ValueError)
+    assert await tasks["plain"]
+    assert await tasks["after"]
+    assert await _changed(app) == {"first", "after"}
+    chained = await _chained_request_ids(app)
+    assert {events[n].request_id for n in ("first", "plain", "after")} <= chained
+    assert events["bad"].request_id not in chained
+    result = await _verify(app)
+    assert result.ok, result.reason
+
+
+async def test_a_change_a_round_has_taken_is_answered_with_what_the_round_did(changes):
+    """Past the wait, a read's request is refused; a change's waits for its round, which
+    may yet commit it: a change is never answered as failed once it may have been made."""
+    app, _, _ = changes
+    release = asyncio.Event()
+    sealer = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=0.1)
+    event = _read_event()
+    task = asyncio.create_task(sealer.chained(event, where=_Change("slow", release=release)))
+    await asyncio.sleep(0.3)  # well past the wait
+    assert not task.done()
+    release.set()
+    assert await task
+    await sealer.finished()
+    assert await _changed(app) == {"slow"}
+    assert event.request_id in await _chained_request_ids(app)

@@ -98,6 +98,17 @@ async def test_intake_and_a_transition_make_the_statements_they_need_and_no_more
     # the actor; the idempotency claim with its receipt; the case (which finds an earlier
     # referral's statistics person itself); the audit event
     assert len(intake) == 4, intake
+    rounds: list[str] = []
+    with counting(app, rounds) as remembered:
+        await new_case(client, town.referrer)
+        await app.state.sealer.sealed()
+    if app.state.lean_intake:  # PostgreSQL: the sealer's round writes it (ADR 0032)
+        assert remembered == [], remembered
+        claims = [s for s in rounds if "INSERT INTO idempotency_record" in s]
+        assert len(claims) == 1, rounds
+        assert "INSERT INTO case_file" in claims[0]
+    else:
+        assert len(remembered) == 4, remembered
     tag = await etag(client, town.coordinator, case_id)
     with counting(app) as transition:
         moved = await client.post(

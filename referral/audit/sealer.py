@@ -44,9 +44,22 @@ _STAGED_AT_LEAST_EVERY = 1.0
 
 class Condition(Hashable, Protocol):
     """What a held event is chained under: checked once per round for all the events that
-    share it (equal conditions), in the round's transaction, before the head is locked."""
+    share it (equal conditions), in the round's transaction, before the head is locked.
+
+    A condition may itself be the change its event records (`changes` true, ADR 0032): it
+    commits with the event or not at all, and its request is answered with what the round
+    did, even after `wait_seconds`."""
 
     async def holds(self, connection: Any) -> bool: ...
+
+
+class _ConditionFailed(Exception):
+    """A condition raised in a round: that round is rolled back, its requests refused."""
+
+    def __init__(self, condition: Condition) -> None:
+        # named by its type alone: a change's values are a person's data
+        super().__init__(f"an audit condition failed: {type(condition).__name__}")
+        self.condition = condition
 
 
 @dataclass(eq=False)
@@ -108,11 +121,17 @@ class Sealer:
         try:
             answer = await asyncio.wait_for(asyncio.shield(held.answer), self._wait_seconds)
         except TimeoutError:
-            self._held = [other for other in self._held if other is not held]
-            logger.warning("an audit event was not chained in time; its request is refused")
-            raise ServiceUnavailable(
-                "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
-            ) from None
+            taken = held not in self._held
+            if taken and getattr(where, "changes", False):
+                # a round is making the change: its outcome, not a guess, is the answer (the
+                # round's statements have their own deadline)
+                answer = await held.answer
+            else:
+                self._held = [other for other in self._held if other is not held]
+                logger.warning("an audit event was not chained in time; its request is refused")
+                raise ServiceUnavailable(
+                    "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
+                ) from None
         if isinstance(answer, bool):
             return answer
         if database_unavailable(answer):
@@ -146,6 +165,12 @@ class Sealer:
             waiting, self._waiting = self._waiting, []
             held, self._held = self._held, []
             failure, written = await self._round(held, staged=self._reads_staged(waiting, held))
+            if isinstance(failure, _ConditionFailed) and not database_unavailable(failure):
+                # one request's condition failed, not the database: refuse that request, and
+                # run the round again at once for the others, whose work was rolled back
+                held = self._refused(held, failure)
+                self._waiting, self._held = waiting + self._waiting, held + self._held
+                continue
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
@@ -162,6 +187,18 @@ class Sealer:
                     await self._pause(min(_RETRY_AT_MOST, _AFTER_A_FAILURE * 2 ** min(failures, 8)))
             if self._closing and not self._expected():
                 return
+
+    @staticmethod
+    def _refused(held: list[_Held], failure: _ConditionFailed) -> list[_Held]:
+        """Answer the held events under the failed condition with its fault; the others."""
+        fault = failure.__cause__ if isinstance(failure.__cause__, Exception) else failure
+        others = []
+        for each in held:
+            if each.where == failure.condition:
+                each.answer.set_result(fault)
+            else:
+                others.append(each)
+        return others
 
     def _reads_staged(self, waiting: list[asyncio.Future[None]], held: list[_Held]) -> bool:
         """Whether a round reads the staged events: when a request that staged waits for it,
@@ -224,5 +261,8 @@ async def _holding(connection: Any, held: list[_Held]) -> set[_Held]:
     verdicts: dict[Condition, bool] = {}
     for each in held:
         if each.where is not None and each.where not in verdicts:
-            verdicts[each.where] = await each.where.holds(connection)
+            try:
+                verdicts[each.where] = await each.where.holds(connection)
+            except Exception as exc:
+                raise _ConditionFailed(each.where) from exc
     return {each for each in held if each.where is None or verdicts[each.where]}

@@ -18,6 +18,10 @@ from referral.errors import BadRequest
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
+def valid_idempotency_key(key: str | None) -> bool:
+    return key is not None and _KEY.match(key) is not None
+
+
 async def case_keys(request: Request) -> CaseKeys:
     return request.app.state.case_keys
 
@@ -33,7 +37,7 @@ async def idempotency_key(
 ) -> str:
     if key is None:
         raise BadRequest("An Idempotency-Key header is required to submit a referral.")
-    if not _KEY.match(key):
+    if not valid_idempotency_key(key):
         raise BadRequest("Idempotency-Key must be 8-128 letters, digits or . _ : -")
     return key
 

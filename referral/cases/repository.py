@@ -74,25 +74,18 @@ _EARLIER_PERSON = (
     .limit(1)
     .scalar_subquery()
 )
-_CASE_INSERT = sa_insert(CaseFile.__table__).values(
-    {
-        column.name: bindparam(column.name, type_=column.type)
-        for column in CaseFile.__table__.columns
-        if column.name != "stat_person"
-    }
-    | {"stat_person": func.coalesce(_EARLIER_PERSON, bindparam("new_stat_person", type_=Uuid))}
-)
+_CASE_VALUES = {
+    column.name: bindparam(column.name, type_=column.type)
+    for column in CaseFile.__table__.columns
+    if column.name != "stat_person"
+} | {"stat_person": func.coalesce(_EARLIER_PERSON, bindparam("new_stat_person", type_=Uuid))}
+_CASE_INSERT = sa_insert(CaseFile.__table__).values(_CASE_VALUES)
 _CASE_DEFAULTS = dict.fromkeys(CaseFile.__table__.columns.keys()) | {"version": 1}
 del _CASE_DEFAULTS["stat_person"]
 
 
-async def insert_case(
-    session: AsyncSession, *, same_person_as: str | None = None, **values: Any
-) -> None:
-    """A new case, as one prebuilt INSERT: a referral needs no ORM object, and building and
-    flushing one was about a third of an intake's CPU. Columns not given are NULL;
-    `stat_person` is that of an earlier referral whose blind index is this one's or
-    `same_person_as` (the person's index under the previous key), if there is one."""
+def case_params(*, same_person_as: str | None = None, **values: Any) -> dict[str, Any]:
+    """The parameters of a new case's INSERT (`insert_case`, `case_insert_for_each`)."""
     unknown = values.keys() - _CASE_DEFAULTS.keys()
     if unknown:
         raise ValueError(f"case_file has no column {sorted(unknown)}")
@@ -100,8 +93,25 @@ async def insert_case(
     params["earlier_blind_index"] = params["blind_index"]
     params["same_person_as"] = same_person_as or params["blind_index"]
     params["new_stat_person"] = uuid.uuid4()
+    return params
+
+
+async def insert_case(session: AsyncSession, **values: Any) -> None:
+    """A new case, as one prebuilt INSERT: a referral needs no ORM object, and building and
+    flushing one was about a third of an intake's CPU. Columns not given are NULL;
+    `stat_person` is that of an earlier referral whose blind index is this one's or
+    `same_person_as` (the person's index under the previous key), if there is one."""
+    params = case_params(**values)
     connection = await session.connection()
     await connection.execute(_CASE_INSERT, params)
+
+
+def case_insert_for_each(rows: Any) -> Any:
+    """`insert_case`'s INSERT as one new case for each row of `rows` (a selectable: none,
+    or one), returning the case's id: a referral's case written only if its claim was."""
+    names = list(_CASE_VALUES)
+    values = sa_select(*(_CASE_VALUES[name] for name in names)).select_from(rows)
+    return sa_insert(CaseFile.__table__).from_select(names, values).returning(CaseFile.id)
 
 
 async def insert_row(session: AsyncSession, model: Any, **values: Any) -> Any:

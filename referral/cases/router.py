@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from referral import audit
 from referral.authz.dependencies import Access, authorize
-from referral.cases import lean_list, lean_read, repository, service, views
+from referral.cases import lean_intake, lean_list, lean_read, repository, service, views
 from referral.cases.break_glass import request_access as request_break_glass
 from referral.cases.dependencies import KeysDep, idempotency_key, optional_version
 from referral.cases.schemas import (
@@ -127,6 +127,7 @@ def _audit(session, request: Request, action: str, ids: list, fields=()) -> None
     status_code=201,
     summary="Refer a person (Idempotency-Key required)",
 )
+@answered_first(lean_intake.answer)
 async def submit_referral(
     request: Request,
     response: Response,
@@ -142,7 +143,7 @@ async def submit_referral(
         request,
         "create" if created else "create_replayed",
         [receipt.id],
-        body.model_fields_set | {f"subject.{f}" for f in body.subject.model_fields_set},
+        service.fields_given(body),
     )
     response.headers["Location"] = f"/api/v1/cases/{receipt.id}"
     return receipt

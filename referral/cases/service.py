@@ -109,32 +109,23 @@ def _claim_statement(dialect: str) -> Any:
 
 
 async def claim_idempotency_key(
-    session: AsyncSession, user_id: uuid.UUID, key: str, fingerprint: str, receipt: ReferralReceipt
+    session: AsyncSession, claim: dict[str, Any]
 ) -> IdempotencyRecord | None:
-    """None if this request is the first with the key; the earlier record otherwise.
+    """None if this request is the first with its key; the earlier record otherwise.
+    `claim`: the record (`idempotency_values`) with this request's receipt.
 
-    The claim is an INSERT ... ON CONFLICT DO NOTHING of the record with this request's
-    receipt: it commits with the case, or neither does, so a committed record always holds
-    the answer to replay. A concurrent duplicate waits for the first transaction, then
-    finds its committed record and replays it.
+    The claim is an INSERT ... ON CONFLICT DO NOTHING of the record: it commits with the
+    case, or neither does, so a committed record always holds the answer to replay. A
+    concurrent duplicate waits for the first transaction, then finds its committed record
+    and replays it.
     """
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     connection = await session.connection()
-    claimed = await connection.execute(
-        _claim_statement(dialect),
-        {
-            "user_id": user_id,
-            "key": key,
-            "request_hash": fingerprint,
-            "status_code": 201,
-            "response": receipt.model_dump(mode="json"),
-            "created_at": receipt.submitted_at,
-        },
-    )
+    claimed = await connection.execute(_claim_statement(dialect), claim)
     if claimed.first() is not None:
         return None
-    earlier = await session.get(IdempotencyRecord, (user_id, key))
-    if earlier is None or earlier.request_hash != fingerprint:
+    earlier = await session.get(IdempotencyRecord, (claim["user_id"], claim["key"]))
+    if earlier is None or earlier.request_hash != claim["request_hash"]:
         raise invalid_field(
             "Idempotency-Key",
             "reused with another body",
@@ -145,14 +136,17 @@ async def claim_idempotency_key(
     return earlier
 
 
-async def submit_referral(
-    session: AsyncSession,
-    keys: CaseKeys,
-    access: Access,
-    body: ReferralCreate,
-    idempotency_key: str,
-) -> tuple[ReferralReceipt, bool]:
-    """The receipt, and whether it was created now (False: replayed)."""
+@dataclass(frozen=True, slots=True)
+class NewReferral:
+    """A referral as it will be written: the receipt its referrer is answered with, and the
+    case's columns (`repository.insert_case`'s values), sealed and indexed."""
+
+    receipt: ReferralReceipt
+    case: dict[str, Any]
+
+
+def new_referral(keys: CaseKeys, access: Access, body: ReferralCreate) -> NewReferral:
+    """What `body` becomes when `access`'s actor refers it now; nothing is written."""
     actor = access.actor
     if actor.municipality_id is None:
         raise Forbidden("Only an actor of a municipality can refer.")
@@ -164,17 +158,10 @@ async def submit_referral(
         stage=keys.workflow.referrer_stages[keys.workflow.initial],
         submitted_at=now,
     )
-    earlier = await claim_idempotency_key(
-        session, actor.user_id, idempotency_key, request_fingerprint(body), receipt
-    )
-    if earlier is not None:
-        return ReferralReceipt.model_validate(earlier.response), False
-
     subject = body.subject
-    ring = keys.ring
     indexes = keys.blind_indexes(subject.given_name, subject.family_name, subject.date_of_birth)
     sealed = sealed_columns(
-        ring,
+        keys.ring,
         CaseFile.__tablename__,
         case_id,
         given_name=subject.given_name,
@@ -187,8 +174,7 @@ async def submit_referral(
         description=body.description,
         indicators=json.dumps([str(i) for i in body.indicators]),
     )
-    await insert_case(
-        session,
+    case = dict(
         id=case_id,
         municipality_id=actor.municipality_id,
         referrer_user_id=actor.user_id,
@@ -206,7 +192,43 @@ async def submit_referral(
         updated_at=now,
         **sealed,
     )
-    return receipt, True
+    return NewReferral(receipt, case)
+
+
+def fields_given(body: ReferralCreate) -> set[str]:
+    """The fields a referral's body gave, as its audit event names them."""
+    return body.model_fields_set | {f"subject.{name}" for name in body.subject.model_fields_set}
+
+
+def idempotency_values(
+    user_id: uuid.UUID, key: str, body: ReferralCreate, receipt: ReferralReceipt
+) -> dict[str, Any]:
+    """The idempotency record that claims `key` for this request, with its receipt."""
+    return {
+        "user_id": user_id,
+        "key": key,
+        "request_hash": request_fingerprint(body),
+        "status_code": 201,
+        "response": receipt.model_dump(mode="json"),
+        "created_at": receipt.submitted_at,
+    }
+
+
+async def submit_referral(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    body: ReferralCreate,
+    idempotency_key: str,
+) -> tuple[ReferralReceipt, bool]:
+    """The receipt, and whether it was created now (False: replayed)."""
+    referral = new_referral(keys, access, body)
+    claim = idempotency_values(access.actor.user_id, idempotency_key, body, referral.receipt)
+    earlier = await claim_idempotency_key(session, claim)
+    if earlier is not None:
+        return ReferralReceipt.model_validate(earlier.response), False
+    await insert_case(session, **referral.case)
+    return referral.receipt, True
 
 
 # --- the lifecycle ------------------------------------------------------------------------
