@@ -94,6 +94,11 @@ class Settings(DatabaseSettings):
     # event, in one statement and one transaction (ADR 0032). Off, every referral is the
     # full path.
     lean_intakes: bool = True
+    # On PostgreSQL, a transition asked by an actor already signed in on this worker is
+    # decided on the case as one statement reads it, and written by the sealer's round with
+    # its audit event while the case is still at that version (ADR 0032). Off, every
+    # transition is the full path.
+    lean_transitions: bool = True
 
     jwt_secret: SecretStr | None = None
     # Field-encryption key ring, `1:<base64 32 bytes>[,2:<...>]`; the newest encrypts.

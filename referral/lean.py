@@ -82,18 +82,43 @@ class StillHolds:
 @dataclass(frozen=True, slots=True, eq=False)
 class Change:
     """A lean statement that makes a change, as the condition of `Sealer.chained`: the round
-    runs it in its own transaction and writes the event only if it returned a row, so the
-    change and the event that records it commit together, or neither does (ADR 0032). Each
-    change is a condition of its own (equal only to itself)."""
+    runs it in its own transaction and writes the event only if it returned a row (the id
+    `returns`), so the change and the event that records it commit together, or neither
+    does (ADR 0032). Each change is a condition of its own (equal only to itself); changes
+    of one statement are run together (`batch`, `all_hold`)."""
 
     compiled: Compiled = field(repr=False)
     values: dict[str, Any] = field(repr=False)  # a person's data: never in a log
+    returns: Any = field(repr=False)
     changes: ClassVar[bool] = True
+
+    @property
+    def batch(self) -> str:
+        return self.compiled.sql
 
     async def holds(self, connection: Any) -> bool:
         arguments = self.compiled.arguments(self.values)
         result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
         return result.first() is not None
+
+    @staticmethod
+    async def all_hold(connection: Any, changes: list[Change]) -> list[bool]:
+        """`holds` of each of `changes` (of one statement), in order, in two round trips: the
+        first through SQLAlchemy, which opens the round's transaction if nothing has yet,
+        then the others pipelined on the driver, in that transaction."""
+        first, others = changes[0], changes[1:]
+        answers = [await first.holds(connection)]
+        driver = (await connection.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():  # never outside the round's transaction
+            raise RuntimeError("the round's transaction is not open")
+        arguments = [change.compiled.arguments(change.values) for change in others]
+        try:
+            rows = await driver.fetchmany(first.compiled.sql, arguments)
+        except asyncpg.InterfaceError as exc:  # the connection is gone
+            await connection.invalidate(exc)
+            raise ConnectionError("the database connection was lost") from exc
+        returned = {row[0] for row in rows}
+        return answers + [change.returns in returned for change in others]
 
 
 class RememberedActors:

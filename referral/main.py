@@ -22,6 +22,7 @@ from referral.authz.policy import load_access_policy
 from referral.cases.lean_intake import LeanIntake
 from referral.cases.lean_list import LeanCaseList
 from referral.cases.lean_read import LeanCaseRead
+from referral.cases.lean_transition import LeanTransition
 from referral.cases.service import CaseKeys
 from referral.cases.workflow import load_workflow
 from referral.config import Settings, get_settings
@@ -112,21 +113,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     lean = not settings.is_sqlite  # the lean answers send asyncpg statements (ADR 0028)
     app.state.lean_statements = LeanStatements(engine) if lean else None
     remembered = RememberedActors(access_policy, app.state.verified_tokens, app.state.known_actors)
-    app.state.lean_case_read = (
-        LeanCaseRead(app.state.lean_statements, remembered, sealer, app.state.case_keys)
-        if lean and settings.lean_case_reads
-        else None
-    )
-    app.state.lean_case_list = (
-        LeanCaseList(app.state.lean_statements, remembered, sealer, app.state.case_keys)
-        if lean and settings.lean_case_lists
-        else None
-    )
-    app.state.lean_intake = (
-        LeanIntake(app.state.lean_statements, remembered, sealer, app.state.case_keys)
-        if lean and settings.lean_intakes
-        else None
-    )
+    case_answers = {
+        "lean_case_read": (LeanCaseRead, settings.lean_case_reads),
+        "lean_case_list": (LeanCaseList, settings.lean_case_lists),
+        "lean_intake": (LeanIntake, settings.lean_intakes),
+        "lean_transition": (LeanTransition, settings.lean_transitions),
+    }
+    for name, (kind, wanted) in case_answers.items():
+        setattr(
+            app.state,
+            name,
+            kind(app.state.lean_statements, remembered, sealer, app.state.case_keys)
+            if lean and wanted
+            else None,
+        )
     app.state.lean_stats_query = (
         LeanStatsQuery(app.state.lean_statements, remembered, sealer)
         if lean and settings.lean_stats_queries

@@ -350,6 +350,9 @@ async def test_rounds_for_held_events_alone_chain_what_is_staged_at_least_every_
 # --- changes made by the round (ADR 0032) ----------------------------------------------------
 
 
+_BATCHES: list[list[str]] = []  # the batches `_Change.all_hold` was asked
+
+
 @dataclass(frozen=True, eq=False)
 class _Change:
     """A condition that is a change: it writes a row of its own in the round's transaction
@@ -358,7 +361,13 @@ class _Change:
     label: str
     fault: Exception | None = None
     release: asyncio.Event | None = None
+    batch: str | None = None
     changes = True
+
+    @staticmethod
+    async def all_hold(connection, changes) -> list[bool]:
+        _BATCHES.append([change.label for change in changes])
+        return [await change.holds(connection) for change in changes]
 
     async def holds(self, connection) -> bool:
         if self.release is not None:
@@ -446,3 +455,37 @@ async def test_a_change_a_round_has_taken_is_answered_with_what_the_round_did(ch
     await sealer.finished()
     assert await _changed(app) == {"slow"}
     assert event.request_id in await _chained_request_ids(app)
+
+
+async def test_changes_of_one_statement_are_made_together_and_a_fault_is_found_alone(changes):
+    """Changes that share a `batch` are asked together; if the batch fails, each is asked
+    alone in the round run again, so that only the one at fault is refused."""
+    app, _, _ = changes
+    release = asyncio.Event()
+    blocker = asyncio.create_task(
+        app.state.sealer.chained(_read_event(), where=_Change("blocker", release=release))
+    )
+    await asyncio.sleep(0.05)  # the round is busy: what follows is held for the next one
+    _BATCHES.clear()
+    fault = ValueError("a fault of this request's own")
+    made = [_Change(f"made{n}", batch="insert") for n in range(3)]
+    bad = _Change("bad", fault=fault, batch="insert")
+    events = [_read_event() for _ in range(4)]
+    tasks = [
+        asyncio.create_task(app.state.sealer.chained(event, where=change))
+        for event, change in zip(events, [made[0], bad, made[1], made[2]], strict=True)
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await blocker
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [outcomes[n] for n in (0, 2, 3)] == [True, True, True]
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[1].__cause__, ValueError)
+    assert _BATCHES == [["made0", "bad", "made1", "made2"]]  # then each alone
+    assert await _changed(app) == {"blocker", "made0", "made1", "made2"}
+    assert app.state.sealer._alone == set()  # nothing kept once answered
+    chained = await _chained_request_ids(app)
+    assert {events[n].request_id for n in (0, 2, 3)} <= chained
+    assert events[1].request_id not in chained
+    assert (await _verify(app)).ok

@@ -54,12 +54,14 @@ class Condition(Hashable, Protocol):
 
 
 class _ConditionFailed(Exception):
-    """A condition raised in a round: that round is rolled back, its requests refused."""
+    """A condition, or a batch of them checked together, raised in a round: that round is
+    rolled back."""
 
-    def __init__(self, condition: Condition) -> None:
+    def __init__(self, conditions: tuple[Condition, ...]) -> None:
         # named by its type alone: a change's values are a person's data
-        super().__init__(f"an audit condition failed: {type(condition).__name__}")
-        self.condition = condition
+        name = type(conditions[0]).__name__
+        super().__init__(f"an audit condition failed: {len(conditions)} {name}")
+        self.conditions = conditions
 
 
 @dataclass(eq=False)
@@ -86,6 +88,7 @@ class Sealer:
         self._closing = False
         self._moved = False  # whether a round has moved the chain to this process's key
         self._staged_read_at = float("-inf")  # when a round last chained what was staged
+        self._alone: set[Any] = set()  # conditions of a failed batch, to be checked alone
 
     async def sealed(self) -> None:
         """Return once every event committed before this call is chained.
@@ -166,11 +169,17 @@ class Sealer:
             held, self._held = self._held, []
             failure, written = await self._round(held, staged=self._reads_staged(waiting, held))
             if isinstance(failure, _ConditionFailed) and not database_unavailable(failure):
-                # one request's condition failed, not the database: refuse that request, and
-                # run the round again at once for the others, whose work was rolled back
-                held = self._refused(held, failure)
+                # a request's condition failed, not the database: refuse that request, and
+                # run the round again at once for the others, whose work was rolled back. A
+                # batch that failed is checked one by one, to find whose it was.
+                if len(failure.conditions) > 1:
+                    self._alone.update(failure.conditions)
+                else:
+                    held = self._refused(held, failure)
+                    self._alone.difference_update(failure.conditions)
                 self._waiting, self._held = waiting + self._waiting, held + self._held
                 continue
+            self._alone.difference_update(each.where for each in held)
             for done in waiting:
                 if not done.done():
                     done.set_result(None)
@@ -194,7 +203,7 @@ class Sealer:
         fault = failure.__cause__ if isinstance(failure.__cause__, Exception) else failure
         others = []
         for each in held:
-            if each.where == failure.condition:
+            if each.where in failure.conditions:
                 each.answer.set_result(fault)
             else:
                 others.append(each)
@@ -228,7 +237,7 @@ class Sealer:
         try:
             async with self._engine.begin() as connection:
                 connection = await connection.execution_options(**{SEALER_OPTION: True})
-                written = await _holding(connection, held)
+                written = await _holding(connection, held, self._alone)
                 outcome = await seal_staged(
                     connection,
                     self._keys,
@@ -255,14 +264,25 @@ class Sealer:
         return None, written
 
 
-async def _holding(connection: Any, held: list[_Held]) -> set[_Held]:
+async def _holding(connection: Any, held: list[_Held], alone: set[Any]) -> set[_Held]:
     """The held events whose condition holds now (or that have none), each distinct
-    condition checked once."""
+    condition checked once. Conditions of one `batch` are checked together by their type's
+    `all_hold`, unless they are to be checked `alone` (a batch of them failed)."""
     verdicts: dict[Condition, bool] = {}
-    for each in held:
-        if each.where is not None and each.where not in verdicts:
-            try:
-                verdicts[each.where] = await each.where.holds(connection)
-            except Exception as exc:
-                raise _ConditionFailed(each.where) from exc
+    batches: dict[Any, list[Any]] = {}
+    for condition in dict.fromkeys(each.where for each in held if each.where is not None):
+        key = getattr(condition, "batch", None)
+        if key is None or condition in alone:
+            batches[("alone", id(condition))] = [condition]
+        else:
+            batches.setdefault(key, []).append(condition)
+    for batch in batches.values():
+        try:
+            if len(batch) == 1:
+                answers = [await batch[0].holds(connection)]
+            else:
+                answers = await type(batch[0]).all_hold(connection, batch)
+        except Exception as exc:
+            raise _ConditionFailed(tuple(batch)) from exc
+        verdicts.update(zip(batch, answers, strict=True))
     return {each for each in held if each.where is None or verdicts[each.where]}

@@ -35,14 +35,13 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql
 
 from referral import audit
-from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, service
 from referral.cases.dependencies import valid_idempotency_key
+from referral.cases.lean_case import LeanCaseAnswer
 from referral.cases.schemas import ReferralCreate
-from referral.cases.service import CaseKeys
-from referral.lean import Change, LeanAnswer, LeanStatements, RememberedActors
+from referral.lean import Change
 from referral.models import IdempotencyRecord
 from referral.routing import is_json, media_type_of
 
@@ -69,18 +68,8 @@ def _statement(access: Access) -> Any:
     return repository.case_insert_for_each(claimed).add_cte(claimed)
 
 
-class LeanIntake(LeanAnswer):
+class LeanIntake(LeanCaseAnswer):
     """`answer(request)`: the referral's 201, or None for the full path to give."""
-
-    def __init__(
-        self,
-        statements: LeanStatements,
-        remembered: RememberedActors,
-        sealer: Sealer,
-        keys: CaseKeys,
-    ) -> None:
-        super().__init__(statements, remembered, sealer)
-        self._keys = keys
 
     async def answer(self, request: Request) -> Response | None:
         access = self._access(request)
@@ -117,7 +106,8 @@ class LeanIntake(LeanAnswer):
             fields=service.fields_given(body),
             actor=access.actor,
         )
-        written = await self._sealer.chained(event, where=Change(compiled, values))
+        change = Change(compiled, values, returns=receipt.id)
+        written = await self._sealer.chained(event, where=change)
         return response if written else None  # a key used before, or a changed account
 
     def _access(self, request: Request) -> Access | None:

@@ -24,12 +24,10 @@ from urllib.parse import parse_qsl
 from fastapi import Request, Response
 
 from referral import audit
-from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
-from referral.cases.service import CaseKeys
-from referral.lean import LeanAnswer, LeanStatements, RememberedActors
+from referral.cases.lean_case import LeanCaseAnswer
 from referral.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
 
 _PLAIN_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
@@ -64,18 +62,8 @@ def _page_statement(access: Access, with_cursor: bool) -> Any:
     return page.where(still_the_actor(access.actor))
 
 
-class LeanCaseList(LeanAnswer):
+class LeanCaseList(LeanCaseAnswer):
     """`answer(request)`: a list page's response, or None for the full path to give."""
-
-    def __init__(
-        self,
-        statements: LeanStatements,
-        remembered: RememberedActors,
-        sealer: Sealer,
-        keys: CaseKeys,
-    ) -> None:
-        super().__init__(statements, remembered, sealer)
-        self._keys = keys
 
     async def answer(self, request: Request) -> Response | None:
         params = page_asked(request.scope["query_string"])

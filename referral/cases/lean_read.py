@@ -29,35 +29,24 @@ from fastapi import Request, Response
 from sqlalchemy import select
 
 from referral import audit
-from referral.audit.sealer import Sealer
 from referral.auth.dependencies import actor_params, still_the_actor
 from referral.authz.dependencies import Access
 from referral.cases import repository, views
-from referral.cases.service import CaseKeys
-from referral.lean import LeanAnswer, LeanStatements, RememberedActors
+from referral.cases.lean_case import LeanCaseAnswer
 
 
-def _statement(access: Access, dialect: Any, rereferrals: bool) -> Any:
-    """The read and the actor's check, as one statement: the case comes back only while the
-    actor still holds and the case is in their own scope; otherwise no row."""
+def case_statement(access: Access, dialect: Any, rereferrals: bool, facts: bool = False) -> Any:
+    """The read and the actor's check, as one statement: the case (with the lifecycle's
+    facts, if asked) comes back only while the actor still holds and the case is in their
+    own scope; otherwise no row."""
     found = repository.case_row_statement(
-        access, dialect.name, facts=False, parts=True, rereferrals=rereferrals
+        access, dialect.name, facts=facts, parts=True, rereferrals=rereferrals
     ).cte("found")
     return select(found).where(found.c.in_own_scope, still_the_actor(access.actor))
 
 
-class LeanCaseRead(LeanAnswer):
+class LeanCaseRead(LeanCaseAnswer):
     """`answer(request)`: the case read's response, or None for the full path to give."""
-
-    def __init__(
-        self,
-        statements: LeanStatements,
-        remembered: RememberedActors,
-        sealer: Sealer,
-        keys: CaseKeys,
-    ) -> None:
-        super().__init__(statements, remembered, sealer)
-        self._keys = keys
 
     async def answer(self, request: Request) -> Response | None:
         access = self._access(request)
@@ -73,7 +62,7 @@ class LeanCaseRead(LeanAnswer):
         compiled = access.prepared(
             "lean_case_read",
             lambda: self._statements.compile(
-                _statement(access, self._statements.engine.dialect, rereferrals)
+                case_statement(access, self._statements.engine.dialect, rereferrals)
             ),
             sections,
             rereferrals,

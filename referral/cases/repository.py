@@ -109,9 +109,30 @@ async def insert_case(session: AsyncSession, **values: Any) -> None:
 def case_insert_for_each(rows: Any) -> Any:
     """`insert_case`'s INSERT as one new case for each row of `rows` (a selectable: none,
     or one), returning the case's id: a referral's case written only if its claim was."""
-    names = list(_CASE_VALUES)
-    values = sa_select(*(_CASE_VALUES[name] for name in names)).select_from(rows)
-    return sa_insert(CaseFile.__table__).from_select(names, values).returning(CaseFile.id)
+    return insert_for_each(CaseFile.__table__, _CASE_VALUES, rows)
+
+
+def insert_for_each(table: Any, values: dict[str, Any], rows: Any) -> Any:
+    """An INSERT of one row of `values` (column name: bound value or expression) for each
+    row of `rows`, returning the new row's id."""
+    names = list(values)
+    chosen = sa_select(*(values[name] for name in names)).select_from(rows)
+    return sa_insert(table).from_select(names, chosen).returning(table.c.id)
+
+
+def touch_where(columns: frozenset[str], condition: Any) -> Any:
+    """`touch_case`'s UPDATE of `columns` at the expected version, where `condition` also
+    holds; its parameters are `touch_params`'."""
+    return _touch_statement(columns, True).where(condition)
+
+
+def touch_params(case_id: uuid.UUID, expected_version: int | None, **values: Any) -> dict[str, Any]:
+    return {
+        **values,
+        "updated_at": utcnow(),
+        "case_id": case_id,
+        "expected_version": expected_version,
+    }
 
 
 async def insert_row(session: AsyncSession, model: Any, **values: Any) -> Any:
@@ -146,7 +167,8 @@ def lifecycle_facts(case_id: Any) -> tuple[Any, ...]:
     )
 
 
-_FACTS = len(lifecycle_facts(CaseFile.id))
+_FACT_NAMES = tuple(fact.name for fact in lifecycle_facts(CaseFile.id))
+_FACTS = len(_FACT_NAMES)
 
 
 async def case_with_facts(
@@ -217,8 +239,8 @@ async def touch_case(
     Every write to a case or its parts goes through here, so writers serialise on the case
     row and each response can carry the case's new ETag.
     """
-    now = utcnow()
-    params = {**values, "updated_at": now, "case_id": case.id, "expected_version": expected_version}
+    params = touch_params(case.id, expected_version, **values)
+    now = params["updated_at"]
     stmt = _touch_statement(frozenset(values), expected_version is not None)
     # Run as a plain statement: the ORM's version of it would search the session for the
     # rows it changed; the one it changed is `case`, brought up to date here.
@@ -349,7 +371,7 @@ async def _case_row(
     parts: bool,
     rereferrals: bool,
 ) -> tuple[Any, Any, CaseParts | None]:
-    """The case under the access rule as a record, the row it came in, and its records:
+    """The case under the access rule as a record, the lifecycle's facts, and its records:
     one statement with the facts (`lifecycle_facts`) and the records as asked."""
     connection = await session.connection()
     dialect = connection.dialect.name
@@ -385,11 +407,15 @@ def case_row_statement(
 
 def case_of_row(
     row: Sequence[Any], facts: bool, parts: bool, rereferrals: bool
-) -> tuple[Any, Sequence[Any], CaseParts | None]:
-    """The case of a `case_row_statement` row as a record, the row, and its records."""
-    width = len(_CASE_COLUMNS) + (_FACTS if facts else 0)
-    read = _parts(row[width:], rereferrals) if parts else None
-    return as_record(CaseFile, _CASE_NAMES, row), row, read
+) -> tuple[Any, Any, CaseParts | None]:
+    """The case of a `case_row_statement` row as a record, the lifecycle's facts (by their
+    names in `lifecycle_facts`; None unless asked), and its records. The row is read by
+    position, so a driver's row will do as well as SQLAlchemy's."""
+    width = len(_CASE_COLUMNS)
+    given = row[width : width + _FACTS]
+    found = SimpleNamespace(**dict(zip(_FACT_NAMES, given, strict=True))) if facts else None
+    read = _parts(row[width + (_FACTS if facts else 0) :], rereferrals) if parts else None
+    return as_record(CaseFile, _CASE_NAMES, row), found, read
 
 
 def _parts(found: Sequence[Any], rereferrals: bool) -> CaseParts:

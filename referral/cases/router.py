@@ -9,7 +9,15 @@ from sqlmodel import col, select
 
 from referral import audit
 from referral.authz.dependencies import Access, authorize
-from referral.cases import lean_intake, lean_list, lean_read, repository, service, views
+from referral.cases import (
+    lean_intake,
+    lean_list,
+    lean_read,
+    lean_transition,
+    repository,
+    service,
+    views,
+)
 from referral.cases.break_glass import request_access as request_break_glass
 from referral.cases.dependencies import KeysDep, idempotency_key, optional_version
 from referral.cases.schemas import (
@@ -202,6 +210,7 @@ async def read_case(
     response_model=CaseView,
     summary="Move the case through its lifecycle (If-Match required)",
 )
+@answered_first(lean_transition.answer)
 async def transition_case(
     request: Request,
     session: SessionDep,
@@ -230,7 +239,7 @@ async def transition_case(
         request,
         "transition",
         [case.id, record.id],
-        ["state", f"{record.to_state}_at", *(["reason"] if body.reason else [])],
+        service.transition_fields(body, record.to_state),
     )
     current = None if done.records_changed else parts
     return views.case_response(await _view(session, keys, access, case, current), case.version)

@@ -275,17 +275,29 @@ class Transitioned:
     records_changed: bool
 
 
-async def transition(
-    session: AsyncSession,
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A transition as decided, before anything is written: the case's new values
+    (`repository.touch_case`'s), the transition's record (every column), and whether it
+    schedules or cancels post-exit reviews."""
+
+    case_values: dict[str, Any]
+    record: dict[str, Any]
+    schedules: bool
+    cancels: bool
+
+
+def decide_transition(
     keys: CaseKeys,
     access: Access,
-    case: CaseFile,
+    case: Any,
     found: Any,
     body: TransitionCreate,
-    expected_version: int,
-) -> Transitioned:
-    """Move `case` on. `found`: the lifecycle's facts about it, read with it
-    (`case_with_facts`)."""
+    post_exit_reviews_recorded: bool,
+) -> Move:
+    """What moving `case` as `body` asks writes, if the lifecycle allows it now; else 409
+    (or 422 for an exit reason the workflow does not know). `found`: the lifecycle's facts
+    about the case, read with it (`repository.case_with_facts`)."""
     workflow = keys.workflow
     request = lifecycle.TransitionRequest(
         to=body.to,
@@ -297,10 +309,7 @@ async def transition(
         raise invalid_field(
             "exit_reason", f"must be one of {list(workflow.exit_reasons)}", kind="enum"
         )
-    reviews_done = case.monitoring_at is not None and await _post_exit_reviews_done(
-        session, keys, case
-    )
-    facts = facts_of(found, reviews_done)
+    facts = facts_of(found, post_exit_reviews_recorded)
     verdict = lifecycle.evaluate(workflow, access.actor.role, case.state, request, facts)
     if not verdict.ok:
         detail = (
@@ -319,16 +328,11 @@ async def transition(
         values["closure_outcome"] = body.outcome
     if body.exit_reason is not None and spec.to == "monitoring":
         values["exit_reason"] = body.exit_reason
-    from_state = case.state
-    await touch_case(session, case, expected_version, **values)
-
     record_id = uuid7()
-    record = await insert_row(
-        session,
-        CaseTransition,
+    record = dict(
         id=record_id,
         case_id=case.id,
-        from_state=from_state,
+        from_state=case.state,
         to_state=spec.to,
         outcome=body.outcome,
         exit_reason=body.exit_reason,
@@ -339,7 +343,36 @@ async def transition(
         **sealed_columns(keys.ring, CaseTransition.__tablename__, record_id, reason=body.reason),
     )
     schedules = "schedule_post_exit_reviews" in spec.effects
-    if schedules:
+    return Move(values, record, schedules=schedules, cancels=case.state == "monitoring")
+
+
+def transition_fields(body: TransitionCreate, to_state: str) -> list[str]:
+    """The fields a transition's audit event names."""
+    return ["state", f"{to_state}_at", *(["reason"] if body.reason else [])]
+
+
+async def transition(
+    session: AsyncSession,
+    keys: CaseKeys,
+    access: Access,
+    case: CaseFile,
+    found: Any,
+    body: TransitionCreate,
+    expected_version: int,
+) -> Transitioned:
+    """Move `case` on. `found`: the lifecycle's facts about it, read with it
+    (`case_with_facts`)."""
+    if case.version != expected_version:  # the precondition first (RFC 9110 §13.2.2)
+        raise PreconditionFailed("The case was changed by someone else; read it again.")
+    reviews_done = case.monitoring_at is not None and await _post_exit_reviews_done(
+        session, keys, case
+    )
+    move = decide_transition(keys, access, case, found, body, reviews_done)
+    await touch_case(session, case, expected_version, **move.case_values)
+    record = await insert_row(session, CaseTransition, **move.record)
+    workflow = keys.workflow
+    if move.schedules:
+        now = move.record["occurred_at"]
         for months in workflow.post_exit_review_months:
             session.add(
                 CaseReview(
@@ -349,11 +382,10 @@ async def transition(
                     due_on=add_months(now.date(), months),
                 )
             )
-    cancels = from_state == "monitoring"
-    if cancels:
+    if move.cancels:
         await _cancel_open_post_exit_reviews(session, case.id)
     await session.flush()
-    return Transitioned(record, records_changed=schedules or cancels)
+    return Transitioned(record, records_changed=move.schedules or move.cancels)
 
 
 async def _cancel_open_post_exit_reviews(session: AsyncSession, case_id: uuid.UUID) -> None:
