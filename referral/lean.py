@@ -10,12 +10,14 @@ the remembered actor still holds (`auth.dependencies.still_the_actor`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 from fastapi import Request
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from referral.audit.sealer import Sealer
@@ -25,8 +27,10 @@ from referral.authz.dependencies import Access, access_of
 from referral.authz.policy import AccessPolicy
 from referral.db import database_unavailable, unavailable_error
 from referral.models.base import utcnow
+from referral.routing import is_json, media_type_of
 
 _SCHEME = "bearer "
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,25 @@ def compile_for_driver(statement: Any, dialect: Any) -> Compiled:
     return Compiled(compiled.string, tuple(slots))
 
 
+async def _returns_a_row(connection: Any, compiled: Compiled, values: dict[str, Any]) -> bool:
+    """Whether `compiled` returned a row, run on the round's connection (the sealer's)."""
+    arguments = compiled.arguments(values)
+    result = await connection.exec_driver_sql(compiled.sql, tuple(arguments))
+    return result.first() is not None
+
+
+async def json_body(request: Request, model: type[BodyT]) -> BodyT | None:
+    """The request's JSON body as `model`, if the full path would take it as it is: sent as
+    JSON and valid. None otherwise: the full path's 415 or 422 is then the answer."""
+    media_type = media_type_of(request)
+    if media_type is None or not is_json(media_type):
+        return None
+    try:
+        return model.model_validate(json.loads(await request.body()))
+    except ValueError:  # JSON that does not parse, or a pydantic ValidationError
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class StillHolds:
     """A lean statement that returns a row while a check holds, as the condition of
@@ -74,9 +97,8 @@ class StillHolds:
         return cls(compiled, frozenset((k, v) for k, v in values.items() if k != "now"))
 
     async def holds(self, connection: Any) -> bool:
-        arguments = self.compiled.arguments(dict(self.values) | {"now": utcnow()})
-        result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
-        return result.first() is not None
+        values = dict(self.values) | {"now": utcnow()}
+        return await _returns_a_row(connection, self.compiled, values)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -97,9 +119,7 @@ class Change:
         return self.compiled.sql
 
     async def holds(self, connection: Any) -> bool:
-        arguments = self.compiled.arguments(self.values)
-        result = await connection.exec_driver_sql(self.compiled.sql, tuple(arguments))
-        return result.first() is not None
+        return await _returns_a_row(connection, self.compiled, self.values)
 
     @staticmethod
     async def all_hold(connection: Any, changes: list[Change]) -> list[bool]:
@@ -184,9 +204,9 @@ class LeanStatements:
 
 class LeanAnswer:
     """What a lean answer holds: where it sends its statements, whose access it may answer
-    for, and the sealer its audit events go to. A lean answer changes nothing, so its event
-    is not staged: `Sealer.chained` writes it into the chain, and the answer is sent only
-    once that has committed (ADR 0031)."""
+    for, and the sealer its audit events go to. Its event is not staged: `Sealer.chained`
+    writes it into the chain, with the answer's change if it makes one (a `Change`, ADR
+    0032), and the answer is sent only once that has committed (ADR 0031)."""
 
     def __init__(
         self, statements: LeanStatements, remembered: RememberedActors, sealer: Sealer

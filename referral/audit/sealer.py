@@ -7,7 +7,9 @@ of once per request, and never while a request's own transaction is open.
 
 A request that changed nothing (a read) need not stage its event: it hands the event to
 `chained`, and the next round writes it straight into the trail with the staged ones (ADR
-0031). Its answer waits for that round's commit and is never sent without it.
+0031). Its answer waits for that round's commit and is never sent without it. A request may
+hand over its change with its event: the round makes the change in its own transaction, and
+writes the event only if the change was made (ADR 0032).
 
 A round that fails (the database is gone) leaves the events staged. Rounds are then tried
 again, less and less often, until one succeeds, whether or not a request is waiting: events
@@ -48,7 +50,8 @@ class Condition(Hashable, Protocol):
 
     A condition may itself be the change its event records (`changes` true, ADR 0032): it
     commits with the event or not at all, and its request is answered with what the round
-    did, even after `wait_seconds`."""
+    did, even after `wait_seconds`. Conditions with the same `batch` are asked together, by
+    their type's `all_hold(connection, conditions)`."""
 
     async def holds(self, connection: Any) -> bool: ...
 
@@ -111,11 +114,13 @@ class Sealer:
         With `where`, the event is written only if the condition holds when its round runs;
         False, with nothing written, if it does not.
 
-        For the event of a request that changed nothing: its answer waits here and is sent
-        only if this returns True. If the round fails, this raises: 503 if the database
-        cannot serve, else the fault itself (a 500). If no round has committed it within
-        `wait_seconds`, 503; an event a round had already taken may still be written then,
-        recording a read that was refused: the trail over-records, never under-records."""
+        For the event of a request that changed nothing, or whose change is the condition
+        (ADR 0032): its answer waits here and is sent only if this returns True. If the
+        round fails, this raises: 503 if the database cannot serve, else the fault itself (a
+        500). If no round has committed it within `wait_seconds`, 503; an event a round had
+        already taken may still be written then, recording a read that was refused: the
+        trail over-records, never under-records. A change a round has taken is waited for
+        instead, and answered with what that round did."""
         check_recordable(event)
         held = _Held(event, where)
         self._held.append(held)

@@ -25,11 +25,9 @@ SQLite. Denials and refusals are therefore decided, answered and audited in one 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request, Response
-from pydantic import ValidationError
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql
@@ -41,9 +39,8 @@ from referral.cases import repository, service
 from referral.cases.dependencies import valid_idempotency_key
 from referral.cases.lean_case import LeanCaseAnswer
 from referral.cases.schemas import ReferralCreate
-from referral.lean import Change
+from referral.lean import Change, json_body
 from referral.models import IdempotencyRecord
-from referral.routing import is_json, media_type_of
 
 _CLAIM_PREFIX = "claim_"
 
@@ -76,13 +73,11 @@ class LeanIntake(LeanCaseAnswer):
         if access is None:
             return None
         key = request.headers.get("idempotency-key")
-        media_type = media_type_of(request)
-        if not valid_idempotency_key(key) or media_type is None or not is_json(media_type):
-            return None  # the full path's 400 or 415
-        try:
-            body = ReferralCreate.model_validate(json.loads(await request.body()))
-        except (ValueError, ValidationError):
-            return None  # the full path's 422
+        if not valid_idempotency_key(key):
+            return None  # the full path's 400
+        body = await json_body(request, ReferralCreate)
+        if body is None:
+            return None  # the full path's 415 or 422
         referral = service.new_referral(self._keys, access, body)
         claim = service.idempotency_values(access.actor.user_id, key, body, referral.receipt)
         values = {f"{_CLAIM_PREFIX}{name}": value for name, value in claim.items()}

@@ -28,12 +28,10 @@ blind index moving to a new key, SQLite.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from fastapi import Request, Response
-from pydantic import ValidationError
 from sqlalchemy import bindparam
 
 from referral import audit
@@ -45,9 +43,8 @@ from referral.cases.lean_read import case_statement
 from referral.cases.schemas import TransitionCreate
 from referral.concurrency import expected_version
 from referral.errors import ProblemError
-from referral.lean import Change
+from referral.lean import Change, json_body
 from referral.models import CaseTransition
-from referral.routing import is_json, media_type_of
 
 _RECORD_PREFIX = "record_"
 
@@ -135,15 +132,14 @@ class LeanTransition(LeanCaseAnswer):
         access = self._remembered.access(request, "case", "transition")
         if access is None or access.grant.view == "referrer":
             return None  # the full path's 403, or the referrer's view of the case alone
-        media_type = media_type_of(request)
-        if media_type is None or not is_json(media_type):
-            return None  # the full path's 415 or 422
         try:
             case_id = uuid.UUID(request.path_params["case_id"])
             version = expected_version(request)
-            body = TransitionCreate.model_validate(json.loads(await request.body()))
-        except (KeyError, ValueError, ValidationError, ProblemError):
+        except (KeyError, ValueError, ProblemError):
             return None  # the full path's 422, 428 or 412
+        body = await json_body(request, TransitionCreate)
+        if body is None:
+            return None  # the full path's 415 or 422
         return access, case_id, version, body
 
 
