@@ -22,7 +22,7 @@ from referral.audit import chain
 from referral.audit.sealer import Sealer
 from referral.errors import ServiceUnavailable
 from referral.models import AuditEvent, audit_staged
-from tests.helpers import scratch_app, synthetic_event, tamper, unusual_events
+from tests.helpers import counting, scratch_app, synthetic_event, tamper, unusual_events
 
 EVENTS = 4
 
@@ -345,6 +345,63 @@ async def test_rounds_for_held_events_alone_chain_what_is_staged_at_least_every_
     assert await _staged_ids(app) == []
     result = await _verify(app)
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 4, 0), result.reason
+
+
+# --- rounds after the known head (ADR 0033) --------------------------------------------------
+
+
+@pytest.mark.postgres_only
+async def test_a_round_of_reads_after_the_known_head_sends_one_statement(trail):
+    """Once a round has left the head where this sealer knows it, a round of held events
+    writes them, and moves the head past them, with one statement in autocommit: no lock
+    taken first, no transaction to begin and commit."""
+    app, _, _ = trail
+    assert await app.state.sealer.chained(_read_event())  # the head is known from here
+    rounds: list[str] = []
+    held = [_read_event() for _ in range(3)]
+    with counting(app, rounds):
+        assert await asyncio.gather(*(app.state.sealer.chained(event) for event in held))
+    assert len(rounds) <= 3  # one round for each event at most
+    assert all(statement.lstrip().startswith("WITH moved AS") for statement in rounds), rounds
+    assert {event.request_id for event in held} <= await _chained_request_ids(app)
+    result = await _verify(app)
+    assert (result.ok, result.checked) == (True, EVENTS + 4), result.reason
+
+
+async def test_a_round_after_another_process_moved_the_head_writes_nothing_then_locks(trail):
+    """Two processes' sealers take turns: each round finds the head where the other left
+    it, not where it last did. The write after the known head then writes nothing, and the
+    round reads the head under its lock instead. One chain, every event in it once."""
+    app, _, _ = trail
+    other = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=5)
+    turns = [_read_event() for _ in range(6)]
+    rounds: list[str] = []
+    with counting(app, rounds):
+        for n, event in enumerate(turns):
+            assert await (app.state.sealer if n % 2 == 0 else other).chained(event)
+    await other.finished()
+    if app.state.engine.dialect.name == "postgresql":
+        missed = [s for s in rounds if s.lstrip().startswith("WITH moved AS")]
+        assert len(missed) >= 2  # tried after a head the other sealer had moved
+    assert {event.request_id for event in turns} <= await _chained_request_ids(app)
+    result = await _verify(app)
+    assert (result.ok, result.checked) == (True, EVENTS + 6), result.reason
+
+
+async def test_two_processes_sealing_at_once_keep_one_chain(trail):
+    app, client, _ = trail
+    other = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=10)
+    mine, theirs = [_read_event() for _ in range(20)], [_read_event() for _ in range(20)]
+    written = await asyncio.gather(
+        *(app.state.sealer.chained(event) for event in mine),
+        *(other.chained(event) for event in theirs),
+        _denied(client),
+    )
+    await other.finished()
+    assert written[:40] == [True] * 40
+    assert {event.request_id for event in mine + theirs} <= await _chained_request_ids(app)
+    result = await _verify(app)
+    assert (result.ok, result.checked, result.staged) == (True, EVENTS + 41, 0), result.reason
 
 
 # --- changes made by the round (ADR 0032) ----------------------------------------------------

@@ -5,7 +5,8 @@ the audit key kept outside the database. Chaining always happens under a lock on
 `audit_chain_head` row: an UPDATE of it reserves contiguous sequence numbers and holds the
 head until commit, so chaining is serial and the chain cannot fork (ADR 0008). Requests
 stage their events and a sealer chains them in rounds (ADR 0014); offline jobs chain theirs
-at commit (`seal_pending`).
+at commit (`seal_pending`). A round that knows where the head is writes after it in one
+statement whose UPDATE of the head holds only if the head is still there (ADR 0033).
 """
 
 from __future__ import annotations
@@ -363,6 +364,14 @@ def _with_seq(staged_content: bytes, seq: int) -> bytes:
     return b'%s"seq":%d%s' % (head, seq, tail)
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where the chain ends: the last event's seq and hash (under the current key)."""
+
+    seq: int
+    hash: str
+
+
 # A batch of links into the chain: (staged id, seq, prev_hash, hash) for each event.
 Links = list[tuple[int, int, str, str]]
 
@@ -407,6 +416,12 @@ class _StagedEvents:
         await self.connection.execute(_INSERT, rows)
         await self.connection.execute(_SET_HEAD, head)
 
+    async def write_after(
+        self, rows: list[dict[str, Any]], head: dict[str, Any], after: Head
+    ) -> bool:
+        """Here, never: the head is read under its lock instead (`seal_staged`)."""
+        return False
+
 
 class _StagedEventsOnPostgreSQL(_StagedEvents):
     """The same on PostgreSQL, at a fraction of the cost per event (ADR 0019): each event is
@@ -438,15 +453,31 @@ class _StagedEventsOnPostgreSQL(_StagedEvents):
         """One statement, whatever the number of events: their values as one array per
         column, and the head moved, a fraction of the cost of an INSERT of many rows and an
         UPDATE through SQLAlchemy, and one round trip of the round instead of two."""
-        values = head | {
-            name: [json.dumps(row[name]) for row in rows]
-            if name in _JSON_COLUMNS
-            else [row[name] for row in rows]
-            for name in _WRITTEN
-        }
+        values = head | _columns(rows)
         await self.connection.exec_driver_sql(
             _DRIVER_WRITE_SQL, tuple(values[name] for name in _DRIVER_WRITE_ORDER)
         )
+
+    async def write_after(
+        self, rows: list[dict[str, Any]], head: dict[str, Any], after: Head
+    ) -> bool:
+        """`write_last` in one statement, only if the head is still `after`: whether it was
+        (and the events are written). Atomic on its own, so it needs no transaction."""
+        values = head | _columns(rows) | {"after_seq": after.seq, "after_hash": after.hash}
+        moved = await self.connection.exec_driver_sql(
+            _DRIVER_WRITE_AFTER_SQL, tuple(values[name] for name in _DRIVER_WRITE_AFTER_ORDER)
+        )
+        return moved.scalar_one() == 1
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The rows of held events as one array per column, the JSON ones as text."""
+    return {
+        name: [json.dumps(row[name]) for row in rows]
+        if name in _JSON_COLUMNS
+        else [row[name] for row in rows]
+        for name in _WRITTEN
+    }
 
 
 def _staged_events(connection: Any, keys: AuditKeys) -> _StagedEvents:
@@ -464,6 +495,10 @@ async def _nothing() -> AsyncIterator[list[tuple[int, bytes | None]]]:
 class SealRound:
     sealed: int = 0
     refused: list[int] = field(default_factory=list)  # staged ids whose MAC does not hold
+    # where the round left the chain, if it ends under the current key
+    head: Head | None = None
+    # given where the head was expected (`after`), it was not there: nothing was written
+    missed: bool = False
 
 
 async def seal_staged(
@@ -473,6 +508,7 @@ async def seal_staged(
     move: bool = False,
     held: Sequence[Any] = (),
     staged: bool = True,
+    after: Head | None = None,
 ) -> SealRound:
     """Chain every staged event, in staged order, onto the head, in the caller's transaction;
     then the `held` events, in their order: events of requests that changed nothing, handed
@@ -482,7 +518,21 @@ async def seal_staged(
     The head row is locked first (`seq + 0`), so rounds in several processes run one after
     another and each sees what the one before it left. A staged row whose MAC does not hold
     was not written by this application: it is left where it is, and verification fails
-    until someone looks at it."""
+    until someone looks at it.
+
+    With `after` (where the last round left the head) and only held events, the head is not
+    read first: the events are chained after `after` and written by one statement that
+    moves the head only if it is still there, so it needs no transaction (ADR 0033). If
+    the head has moved, nothing is written and the outcome says so (`missed`): the caller
+    seals again without `after`, in a transaction."""
+    if after is not None and not staged and not move:
+        if not held:
+            return SealRound(head=after)
+        rows, last = _chained_after(keys, held, after)
+        written = await _staged_events(connection, keys).write_after(
+            rows, _head_values(keys, last.seq, last.hash), after
+        )
+        return SealRound(sealed=len(rows), head=last) if written else SealRound(missed=True)
     seq, prev, head_key = await _lock_head(connection)
     outcome = SealRound()
     continued = moved = move and head_key != keys.current_id
@@ -508,18 +558,31 @@ async def seal_staged(
     if held:
         if not continued:
             seq, prev = await _continue_chain(connection, keys, seq, prev, head_key)
-        rows = []
-        for event in held:
-            seq += 1
-            link = _mac(keys.current, prev, _with_seq(_staged_content(event), seq))
-            content = {name: getattr(event, name) for name in _STAGED_CONTENT}
-            rows.append(content | {"seq": seq, "prev_hash": prev, "hash": link})
-            prev = link
+            continued = True
+        rows, last = _chained_after(keys, held, Head(seq, prev))
+        seq, prev = last.seq, last.hash
         await events.write_last(rows, _head_values(keys, seq, prev))
         outcome.sealed += len(rows)
     elif outcome.sealed or moved:
         await _set_head(connection, keys, seq, prev)
+    if continued or head_key == keys.current_id:  # the head now names the current key
+        outcome.head = Head(seq, prev)
     return outcome
+
+
+def _chained_after(
+    keys: AuditKeys, held: Sequence[Any], after: Head
+) -> tuple[list[dict[str, Any]], Head]:
+    """The held events' rows, chained one after another from `after`, and the last link."""
+    seq, prev = after.seq, after.hash
+    rows = []
+    for event in held:
+        seq += 1
+        link = _mac(keys.current, prev, _with_seq(_staged_content(event), seq))
+        content = {name: getattr(event, name) for name in _STAGED_CONTENT}
+        rows.append(content | {"seq": seq, "prev_hash": prev, "hash": link})
+        prev = link
+    return rows, Head(seq, prev)
 
 
 @dataclass
@@ -705,30 +768,58 @@ _DRIVER_MOVE_SQL = str(_move_statement().compile(dialect=asyncpg.dialect()))
 _WRITTEN = (*_STAGED_CONTENT, "seq", "prev_hash", "hash")
 
 
-def _write_statement() -> Any:
+def _held_values() -> Any:
+    """The held events' rows, from one array per column."""
     columns = AuditEvent.__table__.c
     arrays = [
         bindparam(name, type_=ARRAY(Text if name in _JSON_COLUMNS else columns[name].type))
         for name in _WRITTEN
     ]
     held = func.unnest(*arrays).table_valued(*_WRITTEN).render_derived(name="held")
-    values = [
-        cast(held.c[name], JSON) if name in _JSON_COLUMNS else held.c[name] for name in _WRITTEN
-    ]
-    written = insert(AuditEvent.__table__).from_select(_WRITTEN, sa_select(*values))
-    head = (
-        update(_HEAD)
-        .where(_HEAD.c.id == literal_column("1"))
-        .values(
-            seq=bindparam("head_seq"), hash=bindparam("head_hash"), key_id=bindparam("head_key")
-        )
+    return sa_select(
+        *(cast(held.c[name], JSON) if name in _JSON_COLUMNS else held.c[name] for name in _WRITTEN)
     )
+
+
+_MOVE_HEAD = update(_HEAD).values(
+    seq=bindparam("head_seq"), hash=bindparam("head_hash"), key_id=bindparam("head_key")
+)
+
+
+def _write_statement() -> Any:
+    written = insert(AuditEvent.__table__).from_select(_WRITTEN, _held_values())
+    head = _MOVE_HEAD.where(_HEAD.c.id == literal_column("1"))
     return head.add_cte(written.cte("written"))  # PostgreSQL runs it in full, though unread
 
 
-_DRIVER_WRITE = _write_statement().compile(dialect=asyncpg.dialect())
-_DRIVER_WRITE_SQL = str(_DRIVER_WRITE)
-_DRIVER_WRITE_ORDER = tuple(_DRIVER_WRITE.positiontup or ())
+def _write_after_statement() -> Any:
+    """The held events and the head moved past them, only if the head is still where this
+    process last left it: one statement, so in autocommit it is all or nothing. The head's
+    row lock is taken by the UPDATE; a head another round moved meanwhile no longer matches
+    (PostgreSQL checks the row again once that round's lock is released), and nothing is
+    written. Returns the number of heads moved: 1 or 0."""
+    moved = (
+        _MOVE_HEAD.where(
+            _HEAD.c.id == literal_column("1"),
+            _HEAD.c.seq == bindparam("after_seq"),
+            _HEAD.c.hash == bindparam("after_hash"),
+            _HEAD.c.key_id == bindparam("head_key"),
+        )
+        .returning(_HEAD.c.id)
+        .cte("moved")
+    )
+    ahead = sa_select(moved.c.id).exists()
+    written = insert(AuditEvent.__table__).from_select(_WRITTEN, _held_values().where(ahead))
+    return sa_select(func.count()).select_from(moved).add_cte(written.cte("written"))
+
+
+def _driver_statement(statement: Any) -> tuple[str, tuple[str, ...]]:
+    compiled = statement.compile(dialect=asyncpg.dialect())
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+_DRIVER_WRITE_SQL, _DRIVER_WRITE_ORDER = _driver_statement(_write_statement())
+_DRIVER_WRITE_AFTER_SQL, _DRIVER_WRITE_AFTER_ORDER = _driver_statement(_write_after_statement())
 
 
 @dataclass(frozen=True)

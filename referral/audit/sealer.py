@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from referral.audit.chain import AuditKeys, check_recordable, seal_staged
+from referral.audit.chain import AuditKeys, Head, check_recordable, seal_staged
 from referral.db import database_unavailable, unavailable_error
 from referral.errors import ServiceUnavailable
 
@@ -92,6 +94,10 @@ class Sealer:
         self._moved = False  # whether a round has moved the chain to this process's key
         self._staged_read_at = float("-inf")  # when a round last chained what was staged
         self._alone: set[Any] = set()  # conditions of a failed batch, to be checked alone
+        # Where the last round left the chain's head, on PostgreSQL (ADR 0033); None when
+        # unknown, after a failure, or on SQLite, where every round reads it under its lock.
+        self._head: Head | None = None
+        self._knows_head = engine.dialect.name == "postgresql"
 
     async def sealed(self) -> None:
         """Return once every event committed before this call is chained.
@@ -237,27 +243,48 @@ class Sealer:
         self, held: list[_Held], *, staged: bool = True
     ) -> tuple[Exception | None, set[_Held]]:
         """Chain what is staged (if `staged`), then those of `held` whose condition holds, in
-        one transaction: its failure or None, and the held events it wrote."""
+        one transaction: its failure or None, and the held events it wrote.
+
+        A round of held events alone, none of them a change, needs no transaction once the
+        sealer knows where the head is (ADR 0033): their conditions are asked, and the events
+        written after the head by one statement, only if the head is still there. If another
+        round moved it meanwhile, nothing was written, and the round is run in a transaction."""
+        after = self._head if self._moved and not staged else None
+        if after is not None and not any(getattr(each.where, "changes", False) for each in held):
+            failure, written, missed = await self._attempt(held, after, staged=False, alone=True)
+            if not missed:
+                return failure, written
+            after = None  # another round moved the head: it is read under its lock
+        failure, written, _ = await self._attempt(held, after, staged=staged, alone=False)
+        return failure, written
+
+    async def _attempt(
+        self, held: list[_Held], after: Head | None, *, staged: bool, alone: bool
+    ) -> tuple[Exception | None, set[_Held], bool]:
+        """A round in a transaction, or `alone`: a statement at a time, in autocommit, with
+        `after`. Its failure or None, the held events it wrote, and whether `after` was
+        missed (only `alone`: in a transaction, the head is then locked and read instead)."""
         started = time.monotonic()
         try:
-            async with self._engine.begin() as connection:
-                connection = await connection.execution_options(**{SEALER_OPTION: True})
+            async with self._connection(alone) as connection:
                 written = await _holding(connection, held, self._alone)
-                outcome = await seal_staged(
-                    connection,
-                    self._keys,
-                    move=not self._moved,
-                    held=[each.event for each in held if each in written],
-                    staged=staged,
-                )
+                events = [each.event for each in held if each in written]
+                seal = partial(seal_staged, connection, self._keys, move=not self._moved)
+                outcome = await seal(held=events, staged=staged, after=after)
+                if outcome.missed and not alone:
+                    outcome = await seal(held=events, staged=staged)
         except Exception as exc:
+            self._head = None  # the head is read under its lock again
             logger.exception(
                 "could not chain the audit events; the staged stay staged, and the %d held "
                 "are refused with their requests",
                 len(held),
             )
-            return exc, set()
+            return exc, set(), False
         self._moved = True
+        self._head = outcome.head if self._knows_head else None
+        if outcome.missed:
+            return None, set(), True
         if staged:
             self._staged_read_at = started
         if outcome.refused:
@@ -266,7 +293,19 @@ class Sealer:
                 "the application; left in place for the auditor",
                 outcome.refused[:20],
             )
-        return None, written
+        return None, written, False
+
+    @asynccontextmanager
+    async def _connection(self, autocommit: bool) -> AsyncIterator[AsyncConnection]:
+        """The round's connection: in a transaction that commits at the end, or autocommit."""
+        options: dict[str, Any] = {SEALER_OPTION: True}
+        if autocommit:
+            async with self._engine.connect() as connection:
+                options["isolation_level"] = "AUTOCOMMIT"
+                yield await connection.execution_options(**options)
+        else:
+            async with self._engine.begin() as connection:
+                yield await connection.execution_options(**options)
 
 
 async def _holding(connection: Any, held: list[_Held], alone: set[Any]) -> set[_Held]:
