@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from fastapi import Response
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from referral.cases.repository import LISTED_NAMES, CaseParts
 from referral.cases.schemas import (
     AssessmentOut,
-    CaseListItem,
     ConsentOut,
     CoordinatorCaseView,
     DecisionOut,
@@ -49,12 +49,10 @@ def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
     )
 
 
-def _listed_name(ring: KeyRing, listed: dict[str, Any]) -> str:
-    """The subject's name on a listed row ("[purged]" once erased), the row's id written out
-    once for both of its names."""
+def _listed_name(ring: KeyRing, listed: dict[str, Any], row_id: str) -> str:
+    """The subject's name on a listed row ("[purged]" once erased)."""
     if listed["purged_at"] is not None:
         return "[purged]"
-    row_id = str(listed["id"])
     given, family = (
         ring.decrypt(token, table="case_file", column=column, row_id=row_id) if token else None
         for token, column in (
@@ -66,15 +64,18 @@ def _listed_name(ring: KeyRing, listed: dict[str, Any]) -> str:
 
 
 def list_item(ring: KeyRing, row: Sequence[Any]) -> dict[str, Any]:
-    """A row of `repository.listed_page` as a `CaseListItem`'s values."""
+    """A row of `repository.listed_page` as a `CaseListItem`, in the values its JSON holds."""
     listed = dict(zip(LISTED_NAMES, row, strict=True))
+    if listed["submitted_at"] is None:  # the schema's datetime: never sent as null
+        raise ValueError("a listed case has no submitted_at")
+    row_id = str(listed["id"])  # written out once, for the item and both of its names
     return {
-        "id": listed["id"],
+        "id": row_id,
         "reference": reference_of(listed["id"]),
         "state": listed["state"],
         "urgency": listed["urgency"],
         "primary_concern": listed["primary_concern"],
-        "subject_name": _listed_name(ring, listed),
+        "subject_name": _listed_name(ring, listed, row_id),
         "subject_age_band": listed["subject_age_band"],
         "submitted_at": listed["submitted_at"],
         "overdue_reviews": listed["overdue"],
@@ -82,16 +83,16 @@ def list_item(ring: KeyRing, row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-# One validation of the whole page, then its JSON: a model per item cost twice as much.
-_LIST_PAGE = TypeAdapter(Page[CaseListItem])
-
-
 def list_page_response(ring: KeyRing, rows: list[Any], cursor: uuid.UUID | None) -> Response:
-    """A page of the list as everyone but a referrer sees it, sent as it is: validated as
-    the one type it must be, so FastAPI's check against the route's union is not needed."""
-    items = [list_item(ring, row) for row in rows]
-    page = _LIST_PAGE.validate_python({"items": items, "next_cursor": cursor})
-    return Response(_LIST_PAGE.dump_json(page), media_type="application/json")
+    """A page of the list as everyone but a referrer sees it (`Page[CaseListItem]`), written
+    by orjson: the same bytes as pydantic's JSON of the page (tests/test_list_page_json.py
+    holds them equal), from values the database has typed already. Validating and dumping
+    the page through pydantic was a seventh of a list's CPU."""
+    page = {
+        "items": [list_item(ring, row) for row in rows],
+        "next_cursor": None if cursor is None else str(cursor),
+    }
+    return Response(orjson.dumps(page, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 def page_response(page: Page[Any]) -> Response:
