@@ -90,7 +90,9 @@ def test_what_the_trail_records_of_an_id_holds_no_separator_and_loses_nothing(va
         assert recorded == value  # ids, field names and query terms as they are
 
 
-@pytest.mark.parametrize("element", [",", ", ", 'a"b', "a\\b", "Ä", "\x7f", "\n", 7])
+@pytest.mark.parametrize(
+    "element", [",", ", ", 'a"b', "a\\b", "Ä", "\x7f", "\n", "\x00", "a\x00b", 7, None]
+)
 @pytest.mark.parametrize("column", ["resource_ids", "fields"])
 def test_a_writer_that_skips_as_recorded_has_its_event_refused_not_recorded(column, element):
     """The list rendering is injective only on recorded elements (ADR 0013): the chain holds

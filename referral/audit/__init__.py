@@ -9,6 +9,7 @@ Events carry ids, codes and field names only: never a personal value.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -43,6 +44,8 @@ def as_recorded(value: object) -> str:
     on such lists (ADR 0013). A plain text has no "%", an encoded one has, so two different
     values are never recorded alike."""
     text = str(value)
+    if isinstance(value, uuid.UUID):  # hex digits and dashes: plain, as it is
+        return text
     return text if _PLAIN.fullmatch(text) else quote(text, safe=_PLAIN_CHARACTERS)
 
 
@@ -72,8 +75,16 @@ def build_event(
         request_id=getattr(request.state, "request_id", None),
         client_address=request.client.host if request.client else None,
         purpose=purpose or getattr(request.state, "audit_purpose", None),
-        fields=sorted(as_recorded(f) for f in fields),
+        fields=list(_recorded_names(fields))
+        if isinstance(fields, frozenset)
+        else sorted(as_recorded(f) for f in fields),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _recorded_names(names: frozenset[str]) -> tuple[str, ...]:
+    """The field names a view declares, as recorded: the same few sets, event after event."""
+    return tuple(sorted(as_recorded(name) for name in names))
 
 
 def record(session: AsyncSession, request: Request, **kwargs: object) -> None:

@@ -175,11 +175,20 @@ def pending_event(**values: Any) -> SimpleNamespace:
 # for the comma, the quote and the backslash. On such lists the database's rendering of a
 # list is injective (`_rendered_by_postgresql`); `audit.as_recorded` brings any text to it.
 LIST_ELEMENT_CHARACTERS = "".join(c for c in map(chr, range(0x20, 0x7F)) if c not in ',"\\')
-_LIST_ELEMENT = re.compile(f"[{re.escape(LIST_ELEMENT_CHARACTERS)}]*")
+# The elements are checked together, joined by NUL, which no element may hold: one match of
+# the whole list instead of one per element (a list page's event names 50 cases). A NUL
+# inside an element shows as one separator too many.
+_JOINED_ELEMENTS = re.compile(f"[{re.escape(LIST_ELEMENT_CHARACTERS)}\x00]*")
 
 
 def _recordable(elements: Any) -> bool:
-    return all(isinstance(e, str) and _LIST_ELEMENT.fullmatch(e) for e in elements or ())
+    listed = list(elements or ())
+    if not all(isinstance(e, str) for e in listed):
+        return False
+    joined = "\x00".join(listed)
+    return joined.count("\x00") == max(len(listed) - 1, 0) and bool(
+        _JOINED_ELEMENTS.fullmatch(joined)
+    )
 
 
 def track(session: AsyncSession, event: AuditEvent | SimpleNamespace) -> None:
