@@ -78,7 +78,9 @@ def _shows_rereferrals(access: Access) -> bool:
     return access.grant.view == "coordinator"
 
 
-async def _view(session, keys, access: Access, case: CaseFile, parts=None) -> CaseView:
+async def _view(
+    session, keys, access: Access, case: CaseFile, parts=None
+) -> ReferrerCaseView | views.CaseDocument:
     """The case as `access` sees it; with `parts`, from those records, still current."""
     if access.grant.view == "referrer":
         return views.referrer_view(keys.workflow, case)
@@ -90,7 +92,7 @@ async def _view(session, keys, access: Access, case: CaseFile, parts=None) -> Ca
     return await _detail(session, keys, access, case, parts)
 
 
-async def _detail(session, keys, access: Access, case, parts) -> CaseView:
+async def _detail(session, keys, access: Access, case, parts) -> views.CaseDocument:
     """The detail view of a case from its records. While the blind index moves to a new key,
     the possible re-referrals are looked up under the person's index under both keys: the
     one statement that read the records matched the case's own index only."""
@@ -201,7 +203,7 @@ async def read_case(
     access: _can("read"),
 ) -> Any:
     case, view = await _read(session, keys, access, case_id, request)
-    _audit(session, request, "read", [case.id], view.model_fields_set)
+    _audit(session, request, "read", [case.id], views.fields_of(view))
     return views.case_response(view, case.version)
 
 

@@ -146,9 +146,9 @@ async def export(
 ) -> dict:
     case = await repository.case_in_scope(session, access, case_id, request)
     parts = await repository.load_parts(session, case, access.readable_sections)
-    view = views.detail_view(
-        keys.ring, keys.workflow, case, parts, access.readable_sections
-    ).model_dump(mode="json")
+    view = views.as_json(
+        views.detail_view(keys.ring, keys.workflow, case, parts, access.readable_sections)
+    )
     # third parties' identities stay out: staff appear by agency and role, never by name or id
     for section in view["sections"].values():
         for note in section["notes"]:
