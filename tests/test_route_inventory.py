@@ -5,7 +5,7 @@ A new route without `authorize(...)` fails here, before it can ship unguarded.
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from referral.api import PUBLIC_ROUTES
 from referral.auth.dependencies import current_actor
@@ -76,3 +76,28 @@ def test_every_route_that_takes_the_session_opens_the_request_transaction(app):
     takes_session = [i for i in api_routes(app) if request_session in walk(i.route.dependant)]
     assert len(takes_session) >= 20
     assert [i.path for i in takes_session if not isinstance(i.route, ProblemRoute)] == []
+
+
+def test_a_route_refuses_by_its_fixed_part_only_what_starlette_would_refuse(app):
+    """ProblemRoute.matches refuses a path outside the route's fixed part at once; it must
+    answer every request exactly as Starlette's match does (APIRoute.matches)."""
+    routes = [info.route for info in api_routes(app) if isinstance(info.route, ProblemRoute)]
+    paths = {concrete_path(info) for info in all_routes(app)}
+    paths |= {"/", "/api/v1", "/api/v1/", "/api/v1/cases/", "/api/v1/casesx", "/livez/"}
+    paths |= {path + "/" for path in list(paths)} | {path.upper() for path in list(paths)}
+    refused_early = 0
+    for route in routes:
+        for path in sorted(paths):
+            for method in ("GET", "POST", "PATCH"):
+                for root_path in ("", "/behind-a-proxy"):
+                    scope = {
+                        "type": "http",
+                        "method": method,
+                        "path": root_path + path,
+                        "root_path": root_path,
+                    }
+                    expected = super(ProblemRoute, route).matches(dict(scope))
+                    assert route.matches(dict(scope)) == expected, (route.path, scope)
+                    if expected[0] is Match.NONE and not root_path:
+                        refused_early += not (root_path + path).startswith(route._fixed_prefix)
+    assert refused_early > len(routes) * len(paths)  # the shortcut was taken, and agreed
