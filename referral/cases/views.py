@@ -43,37 +43,67 @@ def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
     )
 
 
-def _listed_name(ring: KeyRing, listed: dict[str, Any], row_id: str) -> str:
-    """The subject's name on a listed row ("[purged]" once erased)."""
-    if listed["purged_at"] is not None:
-        return "[purged]"
-    given, family = (
-        ring.decrypt(token, table="case_file", column=column, row_id=row_id) if token else None
-        for token, column in (
-            (listed["given_name_enc"], "given_name"),
-            (listed["family_name_enc"], "family_name"),
-        )
+# Where each value of a listed row is (`repository.LISTED_NAMES`): a page decodes 50 rows.
+(
+    _ID,
+    _STATE,
+    _URGENCY,
+    _CONCERN,
+    _AGE_BAND,
+    _GIVEN,
+    _FAMILY,
+    _PURGED_AT,
+    _SUBMITTED_AT,
+    _VERSION,
+    _OVERDUE,
+) = (
+    LISTED_NAMES.index(name)
+    for name in (
+        "id",
+        "state",
+        "urgency",
+        "primary_concern",
+        "subject_age_band",
+        "given_name_enc",
+        "family_name_enc",
+        "purged_at",
+        "submitted_at",
+        "version",
+        "overdue",
     )
+)
+
+
+def _listed_name(ring: KeyRing, row: Sequence[Any], row_id: str) -> str:
+    """The subject's name on a listed row ("[purged]" once erased)."""
+    if row[_PURGED_AT] is not None:
+        return "[purged]"
+    given, family = row[_GIVEN], row[_FAMILY]
+    if given:
+        given = ring.decrypt(given, table="case_file", column="given_name", row_id=row_id)
+    if family:
+        family = ring.decrypt(family, table="case_file", column="family_name", row_id=row_id)
     return f"{given} {family}"
 
 
 def list_item(ring: KeyRing, row: Sequence[Any]) -> dict[str, Any]:
     """A row of `repository.listed_page` as a `CaseListItem`, in the values its JSON holds."""
-    listed = dict(zip(LISTED_NAMES, row, strict=True))
-    if listed["submitted_at"] is None:  # the schema's datetime: never sent as null
+    if len(row) != len(LISTED_NAMES):
+        raise ValueError("not a listed row")
+    if row[_SUBMITTED_AT] is None:  # the schema's datetime: never sent as null
         raise ValueError("a listed case has no submitted_at")
-    row_id = str(listed["id"])  # written out once, for the item and both of its names
+    row_id = str(row[_ID])  # written out once, for the item, its reference and both names
     return {
         "id": row_id,
-        "reference": reference_of(listed["id"]),
-        "state": listed["state"],
-        "urgency": listed["urgency"],
-        "primary_concern": listed["primary_concern"],
-        "subject_name": _listed_name(ring, listed, row_id),
-        "subject_age_band": listed["subject_age_band"],
-        "submitted_at": listed["submitted_at"],
-        "overdue_reviews": listed["overdue"],
-        "version": listed["version"],
+        "reference": reference_of(row[_ID]),
+        "state": row[_STATE],
+        "urgency": row[_URGENCY],
+        "primary_concern": row[_CONCERN],
+        "subject_name": _listed_name(ring, row, row_id),
+        "subject_age_band": row[_AGE_BAND],
+        "submitted_at": row[_SUBMITTED_AT],
+        "overdue_reviews": row[_OVERDUE],
+        "version": row[_VERSION],
     }
 
 
