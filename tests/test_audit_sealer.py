@@ -350,42 +350,80 @@ async def test_rounds_for_held_events_alone_chain_what_is_staged_at_least_every_
 # --- rounds after the known head (ADR 0033) --------------------------------------------------
 
 
+async def _round_statements(app, sealer: Sealer) -> list[str]:
+    """The statements of one round of `sealer`, for one read's event, the first word of each
+    (WITH moved: a write after the known head; UPDATE: the head locked; WITH written: a
+    write under the lock)."""
+    rounds: list[str] = []
+    with counting(app, rounds):
+        assert await sealer.chained(_read_event())
+    return [" ".join(statement.split()[:2]) for statement in rounds]
+
+
+AFTER, LOCK, UNDER_LOCK = "WITH moved", "UPDATE audit_chain_head", "WITH written"
+
+
 @pytest.mark.postgres_only
 async def test_a_round_of_reads_after_the_known_head_sends_one_statement(trail):
-    """Once a round has left the head where this sealer knows it, a round of held events
-    writes them, and moves the head past them, with one statement in autocommit: no lock
-    taken first, no transaction to begin and commit."""
+    """Once rounds have found the head where they left it, a round of held events writes
+    them, and moves the head past them, with one statement in autocommit: no lock taken
+    first, no transaction to begin and commit."""
     app, _, _ = trail
-    assert await app.state.sealer.chained(_read_event())  # the head is known from here
-    rounds: list[str] = []
+    sealer = app.state.sealer
+    for _ in range(2):  # the head is read under its lock, until it is found where it was left
+        await _round_statements(app, sealer)
+    assert await _round_statements(app, sealer) == [AFTER]
     held = [_read_event() for _ in range(3)]
+    rounds: list[str] = []
     with counting(app, rounds):
-        assert await asyncio.gather(*(app.state.sealer.chained(event) for event in held))
-    assert len(rounds) <= 3  # one round for each event at most
-    assert all(statement.lstrip().startswith("WITH moved AS") for statement in rounds), rounds
+        assert await asyncio.gather(*(sealer.chained(event) for event in held))
+    assert 1 <= len(rounds) <= 3  # one round for each event at most
+    assert all(statement.lstrip().startswith(AFTER) for statement in rounds), rounds
     assert {event.request_id for event in held} <= await _chained_request_ids(app)
     result = await _verify(app)
-    assert (result.ok, result.checked) == (True, EVENTS + 4), result.reason
+    assert (result.ok, result.checked) == (True, EVENTS + 6), result.reason
 
 
 async def test_a_round_after_another_process_moved_the_head_writes_nothing_then_locks(trail):
-    """Two processes' sealers take turns: each round finds the head where the other left
-    it, not where it last did. The write after the known head then writes nothing, and the
-    round reads the head under its lock instead. One chain, every event in it once."""
+    """Another process's sealer moved the head: the write after the known head writes
+    nothing, and the round reads the head under its lock instead. The rounds after it lock
+    the head too, until one finds it where the last left it; then they write after it
+    again. One chain, every event in it once."""
     app, _, _ = trail
-    other = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=5)
-    turns = [_read_event() for _ in range(6)]
-    rounds: list[str] = []
-    with counting(app, rounds):
-        for n, event in enumerate(turns):
-            assert await (app.state.sealer if n % 2 == 0 else other).chained(event)
+    mine, other = app.state.sealer, Sealer(app.state.engine, app.state.audit_keys, 5)
+    for _ in range(2):
+        await _round_statements(app, mine)
+    steps = [await _round_statements(app, mine)]
+    assert await other.chained(_read_event())
+    steps += [await _round_statements(app, mine) for _ in range(3)]
     await other.finished()
     if app.state.engine.dialect.name == "postgresql":
-        missed = [s for s in rounds if s.lstrip().startswith("WITH moved AS")]
-        assert len(missed) >= 2  # tried after a head the other sealer had moved
-    assert {event.request_id for event in turns} <= await _chained_request_ids(app)
+        assert steps == [
+            [AFTER],  # alone at the head
+            [AFTER, LOCK, UNDER_LOCK],  # the other moved it: nothing written, then locked
+            [LOCK, UNDER_LOCK],  # still locked, and found where that round left it
+            [AFTER],
+        ]
+    else:  # SQLite locks the head in every round
+        assert all(LOCK in step for step in steps), steps
     result = await _verify(app)
-    assert (result.ok, result.checked) == (True, EVENTS + 6), result.reason
+    assert (result.ok, result.checked) == (True, EVENTS + 7), result.reason
+
+
+async def test_sealers_taking_turns_lock_the_head_rather_than_miss_it(trail):
+    """Two processes' sealers taking turns at the head: each finds it moved by the other, so
+    neither writes after a head it only remembers; both lock it, and the chain is whole."""
+    app, _, _ = trail
+    mine, other = app.state.sealer, Sealer(app.state.engine, app.state.audit_keys, 5)
+    steps = []
+    for _ in range(4):
+        steps.append(await _round_statements(app, mine))
+        steps.append(await _round_statements(app, other))
+    await other.finished()
+    missed = [step for step in steps if step[:1] == [AFTER] and LOCK in step]
+    assert len(missed) <= 1, steps  # each tries after a head it remembers at most once
+    result = await _verify(app)
+    assert (result.ok, result.checked) == (True, EVENTS + 8), result.reason
 
 
 async def test_two_processes_sealing_at_once_keep_one_chain(trail):

@@ -508,6 +508,8 @@ class SealRound:
     head: Head | None = None
     # given where the head was expected (`after`), it was not there: nothing was written
     missed: bool = False
+    # where the round found the head under its lock, if it ends under the current key
+    found: Head | None = None
 
 
 async def seal_staged(
@@ -543,7 +545,7 @@ async def seal_staged(
         )
         return SealRound(sealed=len(rows), head=last) if written else SealRound(missed=True)
     seq, prev, head_key = await _lock_head(connection)
-    outcome = SealRound()
+    outcome = SealRound(found=Head(seq, prev) if head_key == keys.current_id else None)
     continued = moved = move and head_key != keys.current_id
     if moved:  # at a sealer's start: the chain moves to its key whether or not events wait
         seq, prev = await _continue_chain(connection, keys, seq, prev, head_key)

@@ -97,6 +97,9 @@ class Sealer:
         # Where the last round left the chain's head, on PostgreSQL (ADR 0033); None when
         # unknown, after a failure, or on SQLite, where every round reads it under its lock.
         self._head: Head | None = None
+        # Whether the last round that read the head under its lock found it where the round
+        # before had left it: no other process is chaining, so the next can write after it.
+        self._undisturbed = False
         self._knows_head = engine.dialect.name == "postgresql"
 
     async def sealed(self) -> None:
@@ -248,22 +251,36 @@ class Sealer:
         A round of held events alone, none of them a change, needs no transaction once the
         sealer knows where the head is (ADR 0033): their conditions are asked, and the events
         written after the head by one statement, only if the head is still there. If another
-        round moved it meanwhile, nothing was written, and the round is run in a transaction."""
-        after = self._head if self._moved and not staged else None
-        if after is not None and not any(getattr(each.where, "changes", False) for each in held):
-            failure, written, missed = await self._attempt(held, after, staged=False, alone=True)
+        process moved it meanwhile, nothing was written, and the round is run in a
+        transaction, under the head's lock. Rounds then lock the head until one finds it
+        where the round before it left it: while other processes are chaining too, a write
+        after the known head would mostly write nothing."""
+        known = self._head if self._moved else None  # where the last round left the head
+        trusted = known is not None and self._undisturbed and not staged
+        if trusted and not any(getattr(each.where, "changes", False) for each in held):
+            failure, written, missed = await self._attempt(
+                held, known, known, staged=False, alone=True
+            )
             if not missed:
                 return failure, written
-            after = None  # another round moved the head: it is read under its lock
-        failure, written, _ = await self._attempt(held, after, staged=staged, alone=False)
+            trusted = False
+        after = known if trusted else None
+        failure, written, _ = await self._attempt(held, after, known, staged=staged, alone=False)
         return failure, written
 
     async def _attempt(
-        self, held: list[_Held], after: Head | None, *, staged: bool, alone: bool
+        self,
+        held: list[_Held],
+        after: Head | None,
+        known: Head | None,
+        *,
+        staged: bool,
+        alone: bool,
     ) -> tuple[Exception | None, set[_Held], bool]:
         """A round in a transaction, or `alone`: a statement at a time, in autocommit, with
         `after`. Its failure or None, the held events it wrote, and whether `after` was
-        missed (only `alone`: in a transaction, the head is then locked and read instead)."""
+        missed (only `alone`: in a transaction, the head is then locked and read instead).
+        `known`: where the last round left the head, to tell whether another moved it."""
         started = time.monotonic()
         try:
             async with self._connection(alone) as connection:
@@ -274,7 +291,7 @@ class Sealer:
                 if outcome.missed and not alone:
                     outcome = await seal(held=events, staged=staged)
         except Exception as exc:
-            self._head = None  # the head is read under its lock again
+            self._head, self._undisturbed = None, False  # the head is read under its lock again
             logger.exception(
                 "could not chain the audit events; the staged stay staged, and the %d held "
                 "are refused with their requests",
@@ -284,7 +301,10 @@ class Sealer:
         self._moved = True
         self._head = outcome.head if self._knows_head else None
         if outcome.missed:
+            self._undisturbed = False
             return None, set(), True
+        if outcome.found is not None:  # read under the lock: had anyone moved it since?
+            self._undisturbed = known is not None and outcome.found == known
         if staged:
             self._staged_read_at = started
         if outcome.refused:
