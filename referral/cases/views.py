@@ -43,42 +43,15 @@ def referrer_view(workflow: Workflow, case: CaseFile) -> ReferrerCaseView:
     )
 
 
-# Where each value of a listed row is (`repository.LISTED_NAMES`): a page decodes 50 rows.
-(
-    _ID,
-    _STATE,
-    _URGENCY,
-    _CONCERN,
-    _AGE_BAND,
-    _GIVEN,
-    _FAMILY,
-    _PURGED_AT,
-    _SUBMITTED_AT,
-    _VERSION,
-    _OVERDUE,
-) = (
-    LISTED_NAMES.index(name)
-    for name in (
-        "id",
-        "state",
-        "urgency",
-        "primary_concern",
-        "subject_age_band",
-        "given_name_enc",
-        "family_name_enc",
-        "purged_at",
-        "submitted_at",
-        "version",
-        "overdue",
-    )
-)
+# Where each value of a listed row is (`repository.LISTED_NAMES`): a page reads 50 rows.
+_AT = {name: position for position, name in enumerate(LISTED_NAMES)}
 
 
 def _listed_name(ring: KeyRing, row: Sequence[Any], row_id: str) -> str:
     """The subject's name on a listed row ("[purged]" once erased)."""
-    if row[_PURGED_AT] is not None:
+    if row[_AT["purged_at"]] is not None:
         return "[purged]"
-    given, family = row[_GIVEN], row[_FAMILY]
+    given, family = row[_AT["given_name_enc"]], row[_AT["family_name_enc"]]
     if given:
         given = ring.decrypt(given, table="case_file", column="given_name", row_id=row_id)
     if family:
@@ -90,20 +63,20 @@ def list_item(ring: KeyRing, row: Sequence[Any]) -> dict[str, Any]:
     """A row of `repository.listed_page` as a `CaseListItem`, in the values its JSON holds."""
     if len(row) != len(LISTED_NAMES):
         raise ValueError("not a listed row")
-    if row[_SUBMITTED_AT] is None:  # the schema's datetime: never sent as null
+    if row[_AT["submitted_at"]] is None:  # the schema's datetime: never sent as null
         raise ValueError("a listed case has no submitted_at")
-    row_id = str(row[_ID])  # written out once, for the item, its reference and both names
+    row_id = str(row[_AT["id"]])  # written out once, for the item, its reference and both names
     return {
         "id": row_id,
-        "reference": reference_of(row[_ID]),
-        "state": row[_STATE],
-        "urgency": row[_URGENCY],
-        "primary_concern": row[_CONCERN],
+        "reference": reference_of(row[_AT["id"]]),
+        "state": row[_AT["state"]],
+        "urgency": row[_AT["urgency"]],
+        "primary_concern": row[_AT["primary_concern"]],
         "subject_name": _listed_name(ring, row, row_id),
-        "subject_age_band": row[_AGE_BAND],
-        "submitted_at": row[_SUBMITTED_AT],
-        "overdue_reviews": row[_OVERDUE],
-        "version": row[_VERSION],
+        "subject_age_band": row[_AT["subject_age_band"]],
+        "submitted_at": row[_AT["submitted_at"]],
+        "overdue_reviews": row[_AT["overdue"]],
+        "version": row[_AT["version"]],
     }
 
 
