@@ -255,7 +255,7 @@ class Sealer:
         transaction, under the head's lock. Rounds then lock the head until one finds it
         where the round before it left it: while other processes are chaining too, a write
         after the known head would mostly write nothing."""
-        known = self._head if self._moved else None  # where the last round left the head
+        known = self._head  # where the last round left the head (set only once it has moved)
         trusted = known is not None and self._undisturbed and not staged
         if trusted and not any(getattr(each.where, "changes", False) for each in held):
             failure, written, missed = await self._attempt(
