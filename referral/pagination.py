@@ -35,12 +35,16 @@ def keyset(stmt: Select[Any], id_column: Any, params: PageParams) -> Select[Any]
     return prepared_keyset(stmt, id_column, params.cursor is not None).params(keyset_params(params))
 
 
-def prepared_keyset(stmt: Select[Any], id_column: Any, with_cursor: bool) -> Select[Any]:
+def prepared_keyset(
+    stmt: Select[Any], id_column: Any, with_cursor: bool, within: Any | None = None
+) -> Select[Any]:
     """The page as `:cursor` and `:limit`, for a statement built once (run it with
-    `keyset_params`): one more row than the page, to know whether another follows."""
+    `keyset_params`): one more row than the page, to know whether another follows.
+    `within`: a column the statement holds to one value, ordered by first (`scope_key`)."""
     if with_cursor:
         stmt = stmt.where(id_column > bindparam("cursor", required=True))
-    return stmt.order_by(id_column).limit(bindparam("limit", required=True))
+    order = (id_column,) if within is None else (within, id_column)
+    return stmt.order_by(*order).limit(bindparam("limit", required=True))
 
 
 def keyset_params(params: PageParams) -> dict[str, Any]:

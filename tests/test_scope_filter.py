@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InvalidRequestError
 
-from referral.authz import RESOURCES, scope_filter, scope_params, scope_shape
+from referral.authz import RESOURCES, scope_filter, scope_key, scope_params, scope_shape
 from referral.authz.actor import Actor
 from referral.authz.dependencies import Access
 from referral.authz.policy import load_access_policy
@@ -62,6 +62,49 @@ def test_bound_scope_equals_literal_scope(dialect, role, resource, action, agenc
     literal = scope_filter(POLICY, actor, action, resource)
     bound = scope_filter(POLICY, actor, action, resource, bound=True)
     assert _sql(bound, dialect) == _sql(literal, dialect)
+
+
+@pytest.mark.parametrize(("role", "resource", "action"), GRANTED)
+@pytest.mark.parametrize("agency", [Agency.police, Agency.municipality])
+@pytest.mark.parametrize("municipality", [uuid.uuid4(), None], ids=["local", "national"])
+def test_a_keyed_scope_is_the_same_condition_with_its_one_value_as_a_range(
+    role, resource, action, agency, municipality
+):
+    """`keyed=True` only restates the column `scope_key` names: `= v` becomes `BETWEEN v
+    AND v`, the same rows; a scope with no such column is left as it is."""
+    actor = _actor(role, agency, municipality)
+    key = scope_key(POLICY, actor, action, resource)
+    for bound in (False, True):
+        plain = _sql(scope_filter(POLICY, actor, action, resource, bound=bound), sqlite.dialect())
+        keyed = _sql(
+            scope_filter(POLICY, actor, action, resource, bound=bound, keyed=True),
+            sqlite.dialect(),
+        )
+        if key is None:
+            assert keyed == plain
+        else:
+            column = f"{key.table.name}.{key.name}"
+            assert plain.count(f"{column} = ?") == 1, plain
+            assert keyed == plain.replace(f"{column} = ?", f"{column} BETWEEN ? AND ?")
+
+
+def test_the_scope_key_is_the_column_a_scope_holds_to_one_value():
+    town = uuid.uuid4()
+    coordinator = _actor(Role.coordinator, Agency.municipality, town)
+    assert scope_key(POLICY, coordinator, "list", "case") is CaseFile.municipality_id
+    panel = _actor(Role.panel_member, Agency.police, town)
+    assert scope_key(POLICY, panel, "list", "case") is CaseFile.municipality_id
+    referrer = _actor(Role.referrer, Agency.education, town)
+    assert scope_key(POLICY, referrer, "list", "case") is CaseFile.referrer_user_id
+    # break glass opens a case read beyond the municipality: no one column holds it
+    assert scope_key(POLICY, coordinator, "read", "case") is None
+    # no municipality, or a national scope: nothing to hold
+    national = _actor(Role.coordinator, Agency.municipality, None)
+    assert scope_key(POLICY, national, "list", "case") is None
+    auditor = _actor(Role.auditor, Agency.municipality, None)
+    assert scope_key(POLICY, auditor, "search", "audit") is None
+    # no grant at all
+    assert scope_key(POLICY, referrer, "erase", "case") is None
 
 
 def test_a_bound_scope_run_without_the_actor_s_values_fails():

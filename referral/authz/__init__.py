@@ -26,6 +26,7 @@ __all__ = [
     "can",
     "can_type",
     "scope_filter",
+    "scope_key",
     "scope_params",
     "scope_shape",
 ]
@@ -103,23 +104,50 @@ def scope_filter(
     *,
     break_glass: bool = True,
     bound: bool = False,
+    keyed: bool = False,
 ) -> ColumnElement[bool]:
     """The WHERE condition selecting exactly the objects `can()` would allow, plus, for case
     reads, the cases the actor holds an unexpired break-glass grant for.
 
     `bound=True` puts bind parameters where the actor's ids and the time go, so a statement
-    built with it can be prepared once per `scope_shape` and run with `scope_params`."""
+    built with it can be prepared once per `scope_shape` and run with `scope_params`.
+    `keyed=True` states the scope's one value as a range, where `scope_key` names it."""
     grant = can_type(policy, actor, action, resource)
     if grant is None:
         return false()
     values = _BOUND if bound else _ScopeValues(actor.user_id, actor.municipality_id, utcnow())
-    condition = _scope_condition(grant, actor, RESOURCES[resource], values)
+    opened = resource == "case" and _break_glass_opens(policy, grant, action)
+    condition = _scope_condition(grant, actor, RESOURCES[resource], values, keyed and not opened)
     stage = grant.reached_state(actor.agency)
     if stage is not None:
         condition = and_(condition, getattr(RESOURCES[resource].model, f"{stage}_at").is_not(None))
-    if break_glass and resource == "case" and _break_glass_opens(policy, grant, action):
+    if break_glass and opened:
         condition = or_(condition, CaseFile.id.in_(_active_break_glass(values)))
     return condition
+
+
+def scope_key(policy: AccessPolicy, actor: Actor, action: str, resource: str) -> Any | None:
+    """The column the actor's scope holds to one value (its municipality, or itself as the
+    owner), when nothing else opens the scope (break glass); else None.
+
+    A page ordered by this column, then by id, is read from their composite index, if the
+    scope's condition is `scope_filter(..., keyed=True)`: the one value as a range
+    (`BETWEEN v AND v`), the same rows. As an equality, PostgreSQL drops the column from
+    the order, as fixed, and may walk the primary key instead, filtering: it assumes the
+    scope's rows are spread evenly over the ids, and they are not when a municipality
+    joined late, or one holds most of the cases, so its first page may skip every older
+    case of every other municipality (ADR 0035)."""
+    grant = can_type(policy, actor, action, resource)
+    if grant is None or (resource == "case" and _break_glass_opens(policy, grant, action)):
+        return None
+    spec = RESOURCES[resource]
+    if grant.scope is Scope.municipality and actor.municipality_id is not None:
+        attr = spec.municipality_attr
+    elif grant.scope is Scope.own:
+        attr = spec.owner_attr
+    else:
+        return None
+    return None if attr is None else getattr(spec.model, attr)
 
 
 def _break_glass_opens(policy: AccessPolicy, grant: Grant, action: str) -> bool:
@@ -133,14 +161,20 @@ def _active_break_glass(values: _ScopeValues):
 
 
 def _scope_condition(
-    grant: Grant, actor: Actor, spec: ResourceSpec, values: _ScopeValues
+    grant: Grant, actor: Actor, spec: ResourceSpec, values: _ScopeValues, keyed: bool
 ) -> ColumnElement[bool]:
     if grant.scope is Scope.all:
         return true()
     if grant.scope is Scope.municipality:
         if actor.municipality_id is None or spec.municipality_attr is None:
             return false()
-        return getattr(spec.model, spec.municipality_attr) == values.municipality_id
+        return _one_value(
+            getattr(spec.model, spec.municipality_attr), values.municipality_id, keyed
+        )
     if spec.owner_attr is None:
         return false()
-    return getattr(spec.model, spec.owner_attr) == values.user_id
+    return _one_value(getattr(spec.model, spec.owner_attr), values.user_id, keyed)
+
+
+def _one_value(column: Any, value: Any, keyed: bool) -> ColumnElement[bool]:
+    return column.between(value, value) if keyed else column == value

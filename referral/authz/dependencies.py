@@ -30,8 +30,14 @@ class Access:
     action: str
     grant: Grant
 
-    def filter(self, *, bound: bool = False) -> ColumnElement[bool]:
-        return authz.scope_filter(self.policy, self.actor, self.action, self.resource, bound=bound)
+    def filter(self, *, bound: bool = False, keyed: bool = False) -> ColumnElement[bool]:
+        return authz.scope_filter(
+            self.policy, self.actor, self.action, self.resource, bound=bound, keyed=keyed
+        )
+
+    def scope_key(self) -> Any | None:
+        """The column the scope holds to one value, if any (`authz.scope_key`)."""
+        return authz.scope_key(self.policy, self.actor, self.action, self.resource)
 
     def prepared(self, name: str, build: Callable[[], Any], *variant: Hashable) -> Any:
         """A statement built once per policy, `name` and scope shape, from bound scope

@@ -587,7 +587,8 @@ def list_statement(access: Access, filters: frozenset[str], with_cursor: bool) -
     """A page of the cases in scope, with the filters named in `filters` as parameters."""
     today = bindparam("today", type_=Date)
     stmt = sa_select(*_LISTED, overdue_count(today).label("overdue"))
-    stmt = stmt.where(access.filter(bound=True))
+    key = access.scope_key()  # the page read from (key, id)'s index (authz.scope_key)
+    stmt = stmt.where(access.filter(bound=True, keyed=key is not None))
     if "states" in filters:
         stmt = stmt.where(col(CaseFile.state).in_(bindparam("states", expanding=True)))
     if "urgency" in filters:
@@ -596,4 +597,4 @@ def list_statement(access: Access, filters: frozenset[str], with_cursor: bool) -
         stmt = stmt.where(CaseFile.municipality_id == bindparam("municipality_id"))
     if "overdue_only" in filters:
         stmt = stmt.where(overdue_count(today) > 0)
-    return prepared_keyset(stmt, CaseFile.id, with_cursor)
+    return prepared_keyset(stmt, CaseFile.id, with_cursor, within=key)
