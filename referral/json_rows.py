@@ -16,7 +16,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import JSON, Column, TypeDecorator, func, literal_column, select, type_coerce
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -34,10 +33,13 @@ def json_array(
     table = model.__table__
     chosen = [table.c[name] for name in columns] if columns else list(table.columns)
     if dialect == "postgresql":
+        # ARRAY(SELECT ...), not json_agg: the same array, without an aggregate for the
+        # executor to set up on every read, which cost PostgreSQL more than running the
+        # eight subqueries (its memory contexts and transition state; ADR 0035)
         pairs = [part for c in chosen for part in (literal_column(f"'{c.name}'"), c)]
-        aggregate = func.json_agg(aggregate_order_by(func.json_build_object(*pairs), *order_by))
-        array = select(func.coalesce(aggregate, literal_column("'[]'::json"))).where(where)
-        array = array.correlate(None)
+        rows = select(func.json_build_object(*pairs)).where(where).order_by(*order_by)
+        elements = func.array(rows.correlate(None).scalar_subquery())
+        return type_coerce(func.array_to_json(elements), JSON)
     else:
         # SQLite: a JSON column is text until json() marks it; json_group_array keeps the
         # order of the ordered subquery it reads.
