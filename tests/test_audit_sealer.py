@@ -292,6 +292,37 @@ async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
     assert result.ok, result.reason
 
 
+async def test_a_cancelled_request_s_event_is_still_chained(trail, monkeypatch):
+    """A request cancelled while its event waits (its client went, the server is stopping):
+    the round still writes the event, answers the others, and the sealer goes on."""
+    app, _, _ = trail
+    release = asyncio.Event()
+    real = chain.seal_staged
+
+    async def held_up(connection, keys, **options):
+        await release.wait()
+        return await real(connection, keys, **options)
+
+    monkeypatch.setattr("referral.audit.sealer.seal_staged", held_up)
+    sealer = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=5)
+    gone, kept = _read_event(), _read_event()
+    cancelled = asyncio.create_task(sealer.chained(gone))
+    answered = asyncio.create_task(sealer.chained(kept))
+    await asyncio.sleep(0.05)  # the round has taken both, and is held up
+    cancelled.cancel()
+    release.set()
+    assert await answered is True
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    later = _read_event()
+    assert await sealer.chained(later) is True
+    await sealer.finished()
+    chained = await _chained_request_ids(app)
+    assert {gone.request_id, kept.request_id, later.request_id} <= chained
+    result = await _verify(app)
+    assert result.ok, result.reason
+
+
 @dataclass(frozen=True)
 class _Verdict:
     """A condition for held events that answers as told and counts how often it is asked."""

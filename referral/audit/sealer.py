@@ -44,6 +44,8 @@ _RETRY_AT_MOST = 30.0  # seconds between tries while no request waits
 # A round that only held events wait for reads the staged ones too if none has for this
 # long: what a process that died left staged is chained within it (ADR 0031).
 _STAGED_AT_LEAST_EVERY = 1.0
+# The answer of a held event that no round committed in time (`Sealer._late`).
+_LATE = TimeoutError("the audit event was not chained in time")
 
 
 class Condition(Hashable, Protocol):
@@ -135,25 +137,40 @@ class Sealer:
         self._held.append(held)
         self._wake()
         self.start()
+        # A timer, not wait_for(shield(...)): that was two more futures and their callbacks
+        # on every audited request. If the request itself is cancelled, so is `held.answer`,
+        # and the round, which answers only what is not done, still writes the event.
+        late = asyncio.get_running_loop().call_later(self._wait_seconds, self._late, held)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(held.answer), self._wait_seconds)
-        except TimeoutError:
-            taken = held not in self._held
-            if taken and getattr(where, "changes", False):
-                # a round is making the change: its outcome, not a guess, is the answer (the
-                # round's statements have their own deadline)
-                answer = await held.answer
-            else:
-                self._held = [other for other in self._held if other is not held]
-                logger.warning("an audit event was not chained in time; its request is refused")
-                raise ServiceUnavailable(
-                    "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
-                ) from None
+            answer = await held.answer
+        finally:
+            late.cancel()
+        if answer is _LATE:
+            logger.warning("an audit event was not chained in time; its request is refused")
+            raise ServiceUnavailable(
+                "The audit trail is busy; try again shortly.", headers={"Retry-After": "2"}
+            )
         if isinstance(answer, bool):
             return answer
         if database_unavailable(answer):
             raise unavailable_error(answer) from answer
         raise RuntimeError("the audit event could not be chained") from answer
+
+    def _late(self, held: _Held) -> None:
+        """`wait_seconds` have passed with no round committing `held`: refused (503), and
+        taken out of the next round if no round has taken it. An event a round has already
+        taken may still be written, recording a read that was refused: the trail
+        over-records, never under-records. A change a round has taken is waited for
+        instead, and answered with what that round did (its statements have their own
+        deadline)."""
+        if held.answer.done():
+            return
+        taken = held not in self._held
+        if taken and getattr(held.where, "changes", False):
+            return
+        if not taken:
+            self._held.remove(held)
+        held.answer.set_result(_LATE)
 
     def start(self) -> None:
         """Run rounds until no one is waiting and the last round succeeded (also on startup,
@@ -170,7 +187,8 @@ class Sealer:
             await asyncio.wait([self._rounds])
         held, self._held = self._held, []
         for each in held:
-            each.answer.set_result(RuntimeError("the sealer has stopped"))
+            if not each.answer.done():  # its request may have been cancelled
+                each.answer.set_result(RuntimeError("the sealer has stopped"))
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -218,7 +236,8 @@ class Sealer:
         others = []
         for each in held:
             if each.where in failure.conditions:
-                each.answer.set_result(fault)
+                if not each.answer.done():  # its request may have been cancelled
+                    each.answer.set_result(fault)
             else:
                 others.append(each)
         return others
