@@ -6,7 +6,7 @@ import gc
 import httpx
 
 from referral import migrate
-from referral.main import create_app
+from referral.main import YOUNG_COLLECTION_AFTER, create_app
 from tests.databases import ScratchDatabase
 
 
@@ -60,15 +60,19 @@ async def test_readyz_recovers_after_migration(settings, tmp_path):
 
 
 async def test_a_starting_worker_freezes_its_start_up_heap_and_still_serves(settings):
-    """A full collection must not rescan what start-up built (ADR 0016); the frozen heap is
-    the process's own, so the test thaws it again for the tests after it."""
+    """A full collection must not rescan what start-up built (ADR 0016), and young
+    collections come less often (ADR 0036); the heap and the thresholds are the process's
+    own, so the test puts them back for the tests after it."""
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     app = create_app(settings)
     try:
         async with app.router.lifespan_context(app):
             assert gc.get_freeze_count() > 10_000
+            assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *thresholds[1:])
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 assert (await c.get("/readyz")).status_code == 200
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
