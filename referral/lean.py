@@ -26,6 +26,7 @@ from referral.auth.tokens import InvalidToken, VerifiedTokens
 from referral.authz.dependencies import Access, access_of
 from referral.authz.policy import AccessPolicy
 from referral.db import database_unavailable, unavailable_error
+from referral.driver import in_autocommit, on_driver
 from referral.models.base import utcnow
 from referral.routing import is_json, media_type_of
 
@@ -64,8 +65,12 @@ def compile_for_driver(statement: Any, dialect: Any) -> Compiled:
 
 
 async def _returns_a_row(connection: Any, compiled: Compiled, values: dict[str, Any]) -> bool:
-    """Whether `compiled` returned a row, run on the round's connection (the sealer's)."""
+    """Whether `compiled` returned a row, run on the round's connection (the sealer's): by
+    its driver in a round in autocommit (ADR 0037), else through SQLAlchemy, which opens
+    the round's transaction."""
     arguments = compiled.arguments(values)
+    if in_autocommit(connection):
+        return await on_driver(connection, "fetchrow", compiled.sql, arguments) is not None
     result = await connection.exec_driver_sql(compiled.sql, tuple(arguments))
     return result.first() is not None
 

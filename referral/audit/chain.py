@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, asyncpg
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from referral.driver import in_autocommit, on_driver
 from referral.models import AuditChainHead, AuditEvent, audit_staged
 from referral.models.base import utcnow
 
@@ -473,9 +474,13 @@ class _StagedEventsOnPostgreSQL(_StagedEvents):
         """`write_last` in one statement, only if the head is still `after`: whether it was
         (and the events are written). Atomic on its own, so it needs no transaction."""
         values = head | _columns(rows) | {"after_seq": after.seq, "after_hash": after.hash}
-        moved = await self.connection.exec_driver_sql(
-            _DRIVER_WRITE_AFTER_SQL, tuple(values[name] for name in _DRIVER_WRITE_AFTER_ORDER)
-        )
+        arguments = tuple(values[name] for name in _DRIVER_WRITE_AFTER_ORDER)
+        if in_autocommit(self.connection):  # a round of reads: by the driver (ADR 0037)
+            return (
+                await on_driver(self.connection, "fetchval", _DRIVER_WRITE_AFTER_SQL, arguments)
+                == 1
+            )
+        moved = await self.connection.exec_driver_sql(_DRIVER_WRITE_AFTER_SQL, arguments)
         return moved.scalar_one() == 1
 
 
