@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -78,9 +78,7 @@ class _Held:
 
     event: Any
     where: Condition | None
-    answer: asyncio.Future[Exception | bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    answer: asyncio.Future[Exception | bool]
 
 
 class Sealer:
@@ -133,14 +131,15 @@ class Sealer:
         trail over-records, never under-records. A change a round has taken is waited for
         instead, and answered with what that round did."""
         check_recordable(event)
-        held = _Held(event, where)
+        loop = asyncio.get_running_loop()  # once: each lookup asks the OS for the pid
+        held = _Held(event, where, loop.create_future())
         self._held.append(held)
         self._wake()
         self.start()
         # A timer, not wait_for(shield(...)): that was two more futures and their callbacks
         # on every audited request. If the request itself is cancelled, so is `held.answer`,
         # and the round, which answers only what is not done, still writes the event.
-        late = asyncio.get_running_loop().call_later(self._wait_seconds, self._late, held)
+        late = loop.call_later(self._wait_seconds, self._late, held)
         try:
             answer = await held.answer
         finally:
