@@ -262,11 +262,8 @@ async def test_a_held_event_whose_round_fails_is_refused_and_not_kept(trail, fai
     assert (result.ok, result.checked, result.staged) == (True, EVENTS + 2, 0), result.reason
 
 
-async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
-    """A round held up past the wait: its request is refused with 503. An event the round had
-    already taken may still be written (the trail over-records, never under-records); one that
-    was still waiting for a round is dropped."""
-    app, _, _ = trail
+def _hold_rounds_up(monkeypatch) -> asyncio.Event:
+    """Rounds that wait, having taken their events, until the event returned is set."""
     release = asyncio.Event()
     real = chain.seal_staged
 
@@ -275,6 +272,15 @@ async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
         return await real(connection, keys, **options)
 
     monkeypatch.setattr("referral.audit.sealer.seal_staged", held_up)
+    return release
+
+
+async def test_a_held_event_not_chained_in_time_is_refused(trail, monkeypatch):
+    """A round held up past the wait: its request is refused with 503. An event the round had
+    already taken may still be written (the trail over-records, never under-records); one that
+    was still waiting for a round is dropped."""
+    app, _, _ = trail
+    release = _hold_rounds_up(monkeypatch)
     sealer = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=0.2)
     taken, waiting = _read_event(), _read_event()
     first = asyncio.create_task(sealer.chained(taken))
@@ -296,14 +302,7 @@ async def test_a_cancelled_request_s_event_is_still_chained(trail, monkeypatch):
     """A request cancelled while its event waits (its client went, the server is stopping):
     the round still writes the event, answers the others, and the sealer goes on."""
     app, _, _ = trail
-    release = asyncio.Event()
-    real = chain.seal_staged
-
-    async def held_up(connection, keys, **options):
-        await release.wait()
-        return await real(connection, keys, **options)
-
-    monkeypatch.setattr("referral.audit.sealer.seal_staged", held_up)
+    release = _hold_rounds_up(monkeypatch)
     sealer = Sealer(app.state.engine, app.state.audit_keys, wait_seconds=5)
     gone, kept = _read_event(), _read_event()
     cancelled = asyncio.create_task(sealer.chained(gone))
