@@ -137,11 +137,7 @@ class Change:
         if not driver.is_in_transaction():  # never outside the round's transaction
             raise RuntimeError("the round's transaction is not open")
         arguments = [change.compiled.arguments(change.values) for change in others]
-        try:
-            rows = await driver.fetchmany(first.compiled.sql, arguments)
-        except asyncpg.InterfaceError as exc:  # the connection is gone
-            await connection.invalidate(exc)
-            raise ConnectionError("the database connection was lost") from exc
+        rows = await on_driver(connection, "fetchmany", first.compiled.sql, [arguments])
         returned = {row[0] for row in rows}
         return answers + [change.returns in returned for change in others]
 
