@@ -29,8 +29,10 @@ async def on_driver(connection: Any, method: str, sql: str, arguments: Sequence[
     hand it out again; a lost connection is raised as ConnectionError, which
     `db.database_unavailable` reads as the database being unavailable (503). Listeners of
     SQLAlchemy's `before_cursor_execute` see the statement as they see its own."""
-    _announce(connection.sync_connection, sql, arguments)
-    raw = await connection.get_raw_connection()
+    sync = connection.sync_connection
+    _announce(sync, sql, arguments)
+    # a connection in use holds its driver's: no greenlet to reach it (ADR 0038)
+    raw = sync.connection if not sync.invalidated else await connection.get_raw_connection()
     try:
         return await getattr(raw.driver_connection, method)(sql, *arguments)
     except Exception as exc:

@@ -1,15 +1,19 @@
-"""Statements sent by a pooled connection's driver itself (ADR 0037): seen by SQLAlchemy's
-listeners as its own are, and a connection they find lost is invalidated and reported as
-the database being unavailable, never handed out again."""
+"""Statements sent by a pooled connection's driver itself (ADR 0037, 0038): seen by
+SQLAlchemy's listeners as its own are, and a connection they find lost is invalidated and
+reported as the database being unavailable, never handed out again. A lean answer's
+statement checks out, runs and returns its connection in one greenlet."""
 
 from __future__ import annotations
 
 import asyncpg
+import greenlet
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, literal, select
 
 from referral.db import database_unavailable
 from referral.driver import in_autocommit, on_driver
+from referral.errors import ServiceUnavailable
+from referral.lean import LeanStatements
 
 pytestmark = pytest.mark.postgres_only
 
@@ -60,3 +64,47 @@ async def test_a_failed_statement_is_raised_as_it_is_and_its_connection_replaced
         with pytest.raises(asyncpg.UndefinedTableError):
             await on_driver(connection, "fetchval", "SELECT * FROM no_such_table", [])
         assert connection.invalidated
+
+
+class _Started:
+    """The greenlets started while it is entered (SQLAlchemy starts one per synchronous
+    step it runs under asyncio, ADR 0038)."""
+
+    def __enter__(self) -> list:
+        self.started: list = []
+        self._before = greenlet.settrace(self._trace)
+        return self.started
+
+    def _trace(self, what, switch) -> None:
+        _origin, target = switch
+        started = what == "switch" and target.parent is not None
+        if started and not any(target is each for each in self.started):
+            self.started.append(target)
+        if self._before is not None:
+            self._before(what, switch)
+
+    def __exit__(self, *_exc) -> None:
+        greenlet.settrace(self._before)
+
+
+async def test_a_lean_statement_is_one_greenlet_and_gives_its_connection_back(app):
+    statements = LeanStatements(app.state.engine)
+    compiled = statements.compile(select(literal(41) + 1))
+    pool = app.state.engine.sync_engine.pool
+    await statements.fetchrow(compiled, {})  # the pool has its connection
+    with _Started() as started:
+        row = await statements.fetchrow(compiled, {})
+    assert row[0] == 42
+    assert len(started) == 1
+    assert pool.checkedout() == 0
+
+
+async def test_a_lean_statement_on_a_lost_connection_is_503_and_the_next_reconnects(app):
+    statements = LeanStatements(app.state.engine)
+    compiled = statements.compile(select(literal(1)))
+    async with app.state.engine.connect() as connection:
+        (await connection.get_raw_connection()).driver_connection.terminate()
+    with pytest.raises(ServiceUnavailable):
+        await statements.fetchrow(compiled, {})
+    assert app.state.engine.sync_engine.pool.checkedout() == 0
+    assert (await statements.fetchrow(compiled, {}))[0] == 1
