@@ -10,7 +10,7 @@ import greenlet
 import pytest
 from sqlalchemy import event, literal, select
 
-from referral.db import database_unavailable
+from referral.db import create_engine, database_unavailable
 from referral.driver import in_autocommit, on_driver
 from referral.errors import ServiceUnavailable
 from referral.lean import LeanStatements
@@ -87,24 +87,31 @@ class _Started:
         greenlet.settrace(self._before)
 
 
-async def test_a_lean_statement_is_one_greenlet_and_gives_its_connection_back(app):
-    statements = LeanStatements(app.state.engine)
-    compiled = statements.compile(select(literal(41) + 1))
-    pool = app.state.engine.sync_engine.pool
-    await statements.fetchrow(compiled, {})  # the pool has its connection
-    with _Started() as started:
-        row = await statements.fetchrow(compiled, {})
-    assert row[0] == 42
-    assert len(started) == 1
-    assert pool.checkedout() == 0
+async def test_a_lean_statement_is_one_greenlet_and_gives_its_connection_back(settings):
+    engine = create_engine(settings)  # no app: nothing else runs on its loop meanwhile
+    try:
+        statements = LeanStatements(engine)
+        compiled = statements.compile(select(literal(41) + 1))
+        await statements.fetchrow(compiled, {})  # the pool has its connection
+        with _Started() as started:
+            row = await statements.fetchrow(compiled, {})
+        assert row[0] == 42
+        assert len(started) == 1
+        assert engine.sync_engine.pool.checkedout() == 0
+    finally:
+        await engine.dispose()
 
 
-async def test_a_lean_statement_on_a_lost_connection_is_503_and_the_next_reconnects(app):
-    statements = LeanStatements(app.state.engine)
-    compiled = statements.compile(select(literal(1)))
-    async with app.state.engine.connect() as connection:
-        (await connection.get_raw_connection()).driver_connection.terminate()
-    with pytest.raises(ServiceUnavailable):
-        await statements.fetchrow(compiled, {})
-    assert app.state.engine.sync_engine.pool.checkedout() == 0
-    assert (await statements.fetchrow(compiled, {}))[0] == 1
+async def test_a_lean_statement_on_a_lost_connection_is_503_and_the_next_reconnects(settings):
+    engine = create_engine(settings.model_copy(update={"database_pool_size": 1}))
+    try:
+        statements = LeanStatements(engine)
+        compiled = statements.compile(select(literal(1)))
+        async with engine.connect() as connection:  # the pool's one connection, dropped
+            (await connection.get_raw_connection()).driver_connection.terminate()
+        with pytest.raises(ServiceUnavailable):
+            await statements.fetchrow(compiled, {})
+        assert engine.sync_engine.pool.checkedout() == 0
+        assert (await statements.fetchrow(compiled, {}))[0] == 1
+    finally:
+        await engine.dispose()
